@@ -1,0 +1,399 @@
+"""The `dsfs` command line: a thin layer over `vfs`.
+
+Owns: argument parsing, resolving settings (store path from --store, $DSFS_STORE or the
+default), printing results, and turning domain errors into one line and an exit code. Bugs are
+not disguised: an unexpected exception keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from daemon import fmt
+from daemon.progress import make_progress
+from vfs.config import ChunkParams
+from vfs.errors import DsfsError, UserError
+from vfs.store import Store
+
+DEFAULT_STORE = "~/.local/share/dsfs/store"
+Handler = Callable[[argparse.Namespace], int]
+
+
+def store_path(args: argparse.Namespace) -> Path:
+    raw = args.store or os.environ.get("DSFS_STORE") or DEFAULT_STORE
+    return Path(os.path.expanduser(raw))
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    return Store.open(store_path(args))
+
+
+def emit_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def note(args: argparse.Namespace, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(msg, file=sys.stderr)
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in units and t[-1:] != "" and not t[-1:].isdigit() else ""
+    try:
+        return int(float(t[:-1] if unit else t) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 512K or 1M)") from None
+
+
+def split_spec(spec: str) -> tuple[str, bytes]:
+    version, _, path = spec.partition(":")
+    return version, os.fsencode(path)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+def cmd_init(args: argparse.Namespace) -> int:
+    chunk = ChunkParams.for_average(args.chunk_avg) if args.chunk_avg else None
+    try:
+        store = Store.create(store_path(args), chunk=chunk, zstd_level=args.zstd_level)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    with store:
+        note(args, f"initialized empty dsfs store at {store.root}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from vfs.importer import import_tree
+
+    with open_store(args) as store:
+        start = time.monotonic()
+        result = import_tree(store, Path(args.dir), args.message or "", tag=args.tag,
+                             progress=make_progress(args.quiet))
+        took = time.monotonic() - start
+        v = result.version
+        for sk in result.skipped:
+            print(f"dsfs: skipped {sk.path}: {sk.reason}", file=sys.stderr)
+        for w in result.warnings:
+            print(f"dsfs: warning: {w}", file=sys.stderr)
+        if args.json:
+            emit_json({**fmt.version_dict(v, [args.tag] if args.tag else []),
+                       "seconds": round(took, 3),
+                       "skipped": [{"path": k.path, "reason": k.reason} for k in result.skipped],
+                       "warnings": result.warnings})
+        else:
+            print(v.name)
+            s = v.stats
+            note(args, f"{v.name}: {s.files:,} files ({s.reused_files:,} unchanged), "
+                       f"{fmt.size(s.logical_bytes)}, {fmt.size(s.new_stored_bytes)} new stored, "
+                       f"{took:.1f} s")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        tags = store.tags_by_version()
+        versions = store.versions()
+        if args.json:
+            emit_json([fmt.version_dict(v, tags.get(v.number, [])) for v in versions])
+        elif not versions:
+            note(args, "no versions yet: run `dsfs import DIR`")
+        else:
+            for v in reversed(versions):
+                print(fmt.version_line(v, tags.get(v.number, [])))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        v = store.resolve(args.version)
+        d = fmt.version_dict(v, store.tags_by_version().get(v.number, []))
+        if args.json:
+            emit_json(d)
+            return 0
+        print(f"version  {v.name}" + (f"  (tags: {', '.join(d['tags'])})" if d["tags"] else ""))
+        print(f"parent   {d['parent'] or '-'}")
+        print(f"date     {fmt.when(v.time_ns)}")
+        print(f"author   {v.author}")
+        print(f"source   {v.source}")
+        s = v.stats
+        print(f"files    {s.files:,} in {s.dirs:,} directories, {s.symlinks:,} symlinks")
+        print(f"size     {fmt.size(s.logical_bytes)} ({s.logical_bytes:,} bytes)")
+        print(f"stored   {fmt.size(s.new_stored_bytes)} new ({s.new_chunks:,} new objects)")
+        print(f"\n    {v.message}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from vfs.model import Kind
+
+    spec, path = split_spec(args.spec)
+    with open_store(args) as store:
+        v = store.resolve(spec)
+        e = store.lookup(v, path)
+        entries = list(store.list_dir(e)) if e.kind == Kind.DIR else [e]
+        if args.json:
+            emit_json([fmt.entry_dict(x) for x in entries])
+        else:
+            for x in entries:
+                print(fmt.entry_line(x, args.long))
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    from vfs.model import Kind
+
+    spec, path = split_spec(args.spec)
+    if not path:
+        raise UserError("give a file as VERSION:PATH, e.g. `dsfs cat v3:labels.csv`")
+    with open_store(args) as store:
+        v = store.resolve(spec)
+        e = store.lookup(v, path)
+        if e.kind != Kind.FILE:
+            raise UserError(f"{v.name}:{fmt.path(path)} is a {e.kind.name.lower()}, not a file")
+        out = sys.stdout.buffer
+        for _, piece in store.contents.iter_pieces(e.content, e.size):
+            if isinstance(piece, int):
+                zeros = bytes(min(piece, 1 << 20))
+                left = piece
+                while left:
+                    n = min(left, len(zeros))
+                    out.write(zeros[:n])
+                    left -= n
+            else:
+                out.write(piece)
+        out.flush()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vfs.exporter import export_version
+
+    with open_store(args) as store:
+        v = store.resolve(args.version)
+        result = export_version(store, v, Path(args.dest), force=args.force,
+                                progress=make_progress(args.quiet))
+        for w in result.warnings or []:
+            print(f"dsfs: warning: {w}", file=sys.stderr)
+        note(args, f"exported {v.name} to {args.dest}: {result.files:,} files, "
+                   f"{fmt.size(result.bytes)}")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from vfs.diff import diff_trees
+    from vfs.model import Kind
+
+    with open_store(args) as store:
+        a, b = store.resolve(args.a), store.resolve(args.b)
+        changes = list(diff_trees(store, a.root, b.root))
+        counts = {"A": 0, "D": 0, "M": 0, "T": 0}
+        delta = 0
+        for c in changes:
+            counts[c.status] += 1
+            for e, sign in ((c.old, -1), (c.new, 1)):
+                if e is not None and e.kind == Kind.FILE:
+                    delta += sign * e.size
+        if args.json:
+            emit_json({"from": a.name, "to": b.name,
+                       "summary": {"added": counts["A"], "removed": counts["D"],
+                                   "modified": counts["M"], "type_changed": counts["T"],
+                                   "bytes_delta": delta},
+                       "changes": [] if args.stat else [
+                           {"status": c.status, "path": os.fsdecode(c.path),
+                            "type": (c.new or c.old).kind.name.lower()  # type: ignore[union-attr]
+                            } for c in changes]})
+            return 0
+        if not args.stat:
+            for c in changes:
+                e = c.new or c.old
+                slash = "/" if e is not None and e.kind == Kind.DIR else ""
+                print(f"{c.status} {fmt.path(c.path)}{slash}")
+        if args.stat or not args.quiet:
+            print(f"{a.name}..{b.name}: {counts['A']:,} added, {counts['D']:,} removed, "
+                  f"{counts['M']:,} modified, {counts['T']:,} type changed, "
+                  f"{'+' if delta >= 0 else '-'}{fmt.size(abs(delta))}",
+                  file=sys.stdout if args.stat else sys.stderr)
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        if args.delete:
+            if args.version is not None or args.name is not None:
+                raise UserError("`dsfs tag --delete NAME` takes only the tag name")
+            n = store.untag(args.delete)
+            note(args, f"deleted tag {args.delete} (was v{n})")
+            return 0
+        if args.version is None or args.name is None:
+            raise UserError("usage: dsfs tag VERSION NAME, or dsfs tag --delete NAME")
+        v = store.tag(args.version, args.name)
+        note(args, f"tagged {v.name} as {args.name}")
+    return 0
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        tags = store.tags()
+        if args.json:
+            emit_json({k: f"v{n}" for k, n in sorted(tags.items())})
+        else:
+            for name, n in sorted(tags.items()):
+                print(f"{name}\tv{n}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from vfs.verify import verify_store
+
+    with open_store(args) as store:
+        report = verify_store(store, read_data=args.read_data, progress=make_progress(args.quiet))
+        if args.json:
+            emit_json({"ok": report.ok, "versions": report.versions, "objects": report.objects,
+                       "bytes_read": report.bytes_read,
+                       "damaged_objects": len(report.damaged_objects),
+                       "problems": [p.to_dict() for p in report.problems]})
+        else:
+            for p in report.problems:
+                print(f"DAMAGED v{p.version}:{p.path}: {p.problem}")
+            what = "structure and data" if args.read_data else "structure"
+            if report.ok:
+                print(f"ok: {report.versions} versions, {report.objects:,} objects, {what} "
+                      f"intact" + (f", {fmt.size(report.bytes_read)} read"
+                                   if args.read_data else ""))
+            else:
+                print(f"FAILED: {len(report.damaged_objects)} damaged objects affect "
+                      f"{len(report.problems)} files or directories")
+    return 0 if report.ok else 1
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        v = store.drop(args.version)
+        note(args, f"dropped {v.name}; run `dsfs gc` to free its space")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from vfs.gc import collect_garbage
+
+    with open_store(args) as store:
+        r = collect_garbage(store, dry_run=args.dry_run, progress=make_progress(args.quiet))
+        if args.json:
+            emit_json({"dry_run": r.dry_run, "bytes_freed": r.bytes_freed,
+                       "packs_deleted": r.packs_deleted, "packs_rewritten": r.packs_rewritten,
+                       "dead_objects": r.dead_objects, "live_objects": r.live_objects,
+                       "orphan_files": r.orphan_files, "kept_damaged_packs": r.kept_damaged})
+        else:
+            verb = "would free" if r.dry_run else "freed"
+            print(f"{verb} {fmt.size(r.bytes_freed)} ({r.bytes_freed:,} bytes): "
+                  f"{r.dead_objects:,} dead objects, {r.packs_deleted} packs deleted, "
+                  f"{r.packs_rewritten} rewritten, {r.orphan_files} orphan files")
+            for name in r.kept_damaged:
+                print(f"dsfs: warning: pack {name[:12]} kept: it holds damaged live data "
+                      "(run `dsfs verify --read-data`)", file=sys.stderr)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-s", "--store", default=argparse.SUPPRESS,
+                        help=f"store directory (default: $DSFS_STORE or {DEFAULT_STORE})")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or summaries on stderr")
+    parser = argparse.ArgumentParser(
+        prog="dsfs", parents=[common],
+        description="Version ML datasets as a filesystem: deduplicated, every version kept.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Handler, help_: str, json_: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(func=fn)
+        if json_:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = add("init", cmd_init, "create a new, empty store")
+    p.add_argument("--chunk-avg", type=parse_size, default=None, metavar="SIZE",
+                   help="average chunk size (default 512K; see BENCHMARKS.md)")
+    p.add_argument("--zstd-level", type=int, default=3, choices=range(1, 20), metavar="N",
+                   help="zstd compression level 1-19 (default 3)")
+    p = add("import", cmd_import, "record DIR as the next version", json_=True)
+    p.add_argument("dir", help="directory to record (exactly its content)")
+    p.add_argument("-m", "--message", default="", help="what this version is")
+    p.add_argument("--tag", help="also tag the new version with this name")
+    add("log", cmd_log, "list versions, newest first", json_=True)
+    p = add("show", cmd_show, "details of one version", json_=True)
+    p.add_argument("version", help="3, v3, @v3, a tag, or latest")
+    p = add("ls", cmd_ls, "list a directory of a version", json_=True)
+    p.add_argument("spec", metavar="VERSION[:PATH]")
+    p.add_argument("-l", "--long", action="store_true", help="modes, owners, sizes, times")
+    p = add("cat", cmd_cat, "write a file of a version to stdout")
+    p.add_argument("spec", metavar="VERSION:PATH")
+    p = add("export", cmd_export, "write a version into a directory")
+    p.add_argument("version")
+    p.add_argument("dest")
+    p.add_argument("--force", action="store_true", help="write into a non-empty DEST")
+    p = add("diff", cmd_diff, "paths added (A), removed (D), modified (M), type changed (T)",
+            json_=True)
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--stat", action="store_true", help="only the summary")
+    p = add("tag", cmd_tag, "name a version, or delete a name")
+    p.add_argument("version", nargs="?")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--delete", metavar="NAME", help="delete this tag")
+    add("tags", cmd_tags, "list tags", json_=True)
+    p = add("verify", cmd_verify, "check the store; exit 0 only when intact", json_=True)
+    p.add_argument("--read-data", action="store_true",
+                   help="also read and hash every chunk (slower)")
+    p = add("drop", cmd_drop, "remove a version from the log (gc frees its space)")
+    p.add_argument("version")
+    p = add("gc", cmd_gc, "free space no version, tag or head uses", json_=True)
+    p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, default in (("store", None), ("quiet", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    func: Handler = args.func
+    try:
+        return func(args)
+    except DsfsError as exc:
+        print(f"dsfs: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dsfs: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"dsfs: error: no space left on device ({exc.filename or 'store'}): free "
+                  "space and retry", file=sys.stderr)
+            return 8
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"dsfs: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Domain errors of the store, each with a one-line message and a stable exit code.
+
+Owns: the exception hierarchy of `vfs`. The CLI prints `str(error)` and exits with
+`error.exit_code`; the FUSE adapter maps these classes to errno in one place.
+Never imports: daemon, trio, pyfuse3.
+"""
+
+from __future__ import annotations
+
+
+class DsfsError(Exception):
+    """Base of every expected error. The message says what is wrong and what to do."""
+
+    exit_code = 1
+
+
+class UserError(DsfsError):
+    """The user asked for something that cannot be done as asked (bad argument, bad path)."""
+
+    exit_code = 2
+
+
+class NotAStore(UserError):
+    """The path is missing or is not a dsfs store."""
+
+    exit_code = 3
+
+
+class StoreExists(UserError):
+    """`init` on a path that already holds something."""
+
+    exit_code = 3
+
+
+class NewerFormat(DsfsError):
+    """The store was written by a newer dsfs."""
+
+    exit_code = 4
+
+
+class UnknownVersion(UserError):
+    """A version number or tag that the store does not have."""
+
+    exit_code = 5
+
+
+class NotFound(UserError):
+    """A path that does not exist in a version."""
+
+    exit_code = 6
+
+
+class StoreLocked(DsfsError):
+    """Another process holds a lock the operation needs (gc, or another gc)."""
+
+    exit_code = 7
+
+
+class NoSpace(DsfsError):
+    """The disk holding the store is full."""
+
+    exit_code = 8
+
+
+class CorruptData(DsfsError):
+    """Stored bytes fail their checksum; they are never returned as data."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, object_id: bytes = b"") -> None:
+        super().__init__(message)
+        self.object_id = object_id
+
+
+class ObjectMissing(CorruptData):
+    """An object the store references is not in the index or its pack is gone."""

@@ -1,0 +1,423 @@
+"""`dsfs import`: record a directory tree as the next version.
+
+Owns: walking the source tree, skipping unchanged files through the file cache, the chunking
+pipeline (hashing and compression on worker threads, packs written in order by the calling
+thread) and building trees bottom-up. Never imports: daemon, trio, pyfuse3. Runs in the caller's
+thread plus a private pool of workers.
+
+The walk is iterative (no recursion limit on depth). Work is queued in walk order: chunk
+batches, then "file done" and "directory done" markers, so when a marker is reached everything it
+depends on has been written. At most WINDOW bytes are in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vfs import schema
+from vfs.chunking import Chunker, Piece, Prepared, prepare_batch
+from vfs.errors import UserError
+from vfs.ids import ChunkId, ObjectId, ObjType, hash_bytes
+from vfs.model import (
+    EMPTY_CONTENT,
+    REF_CHUNK,
+    REF_LIST,
+    ChunkSpan,
+    ContentRef,
+    Entry,
+    Kind,
+    Version,
+    VersionStats,
+    Xattrs,
+    chunk_list_ref,
+    encode_chunk_list,
+    ref_id,
+    ref_kind,
+    single_chunk_ref,
+)
+from vfs.objects import ObjectWriter
+from vfs.progress import NoProgress, Progress
+from vfs.store import Store
+from vfs.tree import build_tree
+
+WINDOW = 256 << 20
+BATCH_BYTES = 8 << 20
+BATCH_PIECES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class ImportResult:
+    version: Version
+    skipped: list[Skipped]
+    warnings: list[str]
+
+
+@dataclass(slots=True, eq=False)
+class _Dir:
+    rel: bytes
+    st: os.stat_result
+    xattrs: Xattrs
+    parent: _Dir | None
+    slot: int
+    entries: list[Entry | None] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _File:
+    dir: _Dir
+    slot: int
+    name: bytes
+    rel: bytes
+    st: os.stat_result
+    xattrs: Xattrs
+    link: int
+    spans: list[Prepared] = field(default_factory=list)
+    entry: Entry | None = None
+
+
+def read_xattrs(path: bytes) -> Xattrs:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ()
+    out: list[tuple[bytes, bytes]] = []
+    for name in sorted(names):
+        try:
+            out.append((name.encode(), os.getxattr(path, name, follow_symlinks=False)))
+        except OSError:
+            continue
+    return tuple(out)
+
+
+def _list_dir(path: bytes) -> list[tuple[bytes, os.stat_result]]:
+    out: list[tuple[bytes, os.stat_result]] = []
+    with os.scandir(path) as it:
+        for de in it:
+            try:
+                out.append((de.name, de.stat(follow_symlinks=False)))
+            except FileNotFoundError:
+                continue
+    out.sort(key=lambda t: t[0])
+    return out
+
+
+class Importer:
+    """One import run. Use `import_tree`."""
+
+    def __init__(self, store: Store, source: Path, progress: Progress,
+                 workers: int | None = None) -> None:
+        self.store = store
+        self.source = source
+        self.src = os.fsencode(source)
+        self.progress = progress
+        self.chunker = Chunker(store.config.chunk)
+        self.level = store.config.zstd_level
+        self.writer: ObjectWriter = store.new_writer()
+        self.pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2,
+                                       thread_name_prefix="dsfs-import")
+        self.queue: deque[tuple[Any, ...]] = deque()
+        self.inflight = 0
+        self.batch: list[Piece] = []
+        self.batch_owners: list[_File] = []
+        self.batch_bytes = 0
+        self.markers: list[tuple[Any, ...]] = []
+        self.skipped: list[Skipped] = []
+        self.warnings: list[str] = []
+        self.cache_updates: dict[bytes, bytes] = {}
+        self.links: dict[tuple[int, int], _File | Entry] = {}
+        self.files = self.dirs = self.symlinks = self.logical = self.reused = 0
+        self.root_entry: Entry | None = None
+        st = store.root.stat()
+        self.store_ident = (st.st_dev, st.st_ino)
+
+    # -- pipeline --------------------------------------------------------------------------
+
+    def _known(self, cid: bytes) -> bool:
+        return self.writer.has(cid)
+
+    def _add_piece(self, owner: _File, piece: Piece) -> None:
+        self.batch.append(piece)
+        self.batch_owners.append(owner)
+        self.batch_bytes += piece.length if piece.data is not None else 0
+        if self.batch_bytes >= BATCH_BYTES or len(self.batch) >= BATCH_PIECES:
+            self._flush()
+
+    def _mark(self, *item: Any) -> None:
+        if self.batch:
+            self.markers.append(item)
+        else:
+            self.queue.append(item)
+
+    def _flush(self) -> None:
+        if self.batch:
+            fut = self.pool.submit(prepare_batch, self.batch, self._known, self.level)
+            self.queue.append(("batch", fut, self.batch_owners, self.batch_bytes))
+            self.inflight += self.batch_bytes
+            self.batch, self.batch_owners, self.batch_bytes = [], [], 0
+        self.queue.extend(self.markers)
+        self.markers = []
+        while self.inflight > WINDOW:
+            self._drain_one()
+
+    def _drain_one(self) -> None:
+        item = self.queue.popleft()
+        kind = item[0]
+        if kind == "batch":
+            _, fut, owners, nbytes = item
+            results: list[Prepared] = fut.result()
+            self.inflight -= nbytes
+            for owner, prep in zip(owners, results, strict=True):
+                if prep.payload is not None and prep.cid is not None:
+                    self.writer.put_encoded(ObjectId(prep.cid), ObjType.CHUNK, prep.length,
+                                            prep.codec, prep.payload)
+                owner.spans.append(Prepared(prep.cid, prep.length))
+        elif kind == "file":
+            self._finish_file(item[1])
+        elif kind == "link":
+            _, first, job = item
+            self._place_link(first.entry, job)
+        elif kind == "dir":
+            self._finish_dir(item[1])
+
+    def _drain_all(self) -> None:
+        self._flush()
+        while self.queue:
+            self._drain_one()
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _finish_file(self, job: _File) -> None:
+        spans = job.spans
+        size = sum(s.length for s in spans)
+        ref: ContentRef
+        if not spans:
+            ref = EMPTY_CONTENT
+        elif len(spans) == 1 and spans[0].cid is not None:
+            ref = single_chunk_ref(spans[0].cid)
+        else:
+            rows = encode_chunk_list([ChunkSpan(s.cid, s.length) for s in spans])
+            ref = chunk_list_ref(self.writer.put_meta(ObjType.CHUNKLIST, schema.enc_msg(rows)))
+        if size != job.st.st_size:
+            self.warnings.append(f"{os.fsdecode(job.rel)}: changed size while being read; "
+                                 f"recorded the {size} bytes read")
+        self._place_file(job, ref, size)
+        self.cache_updates[schema.filecache_key(self.src, job.rel)] = schema.enc_msg(
+            [size, job.st.st_mtime_ns, job.st.st_ino, job.st.st_ctime_ns, ref])
+        self.progress.advance(size, 1)
+
+    def _place_file(self, job: _File, ref: ContentRef, size: int) -> None:
+        st = job.st
+        job.entry = Entry(job.name, Kind.FILE, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                          size, ref, job.xattrs, job.link)
+        job.dir.entries[job.slot] = job.entry
+        self.files += 1
+        self.logical += size
+
+    def _place_link(self, first: Entry | None, job: _File) -> None:
+        assert first is not None
+        self._place_file(job, ContentRef(first.ref), first.size)
+
+    def _cached_ref(self, rel: bytes, st: os.stat_result) -> ContentRef | None:
+        with self.store.index.read() as txn:
+            raw = txn.get(schema.filecache_key(self.src, rel), db=self.store.index.dbs["filecache"])
+            if raw is None:
+                return None
+            size, mtime_ns, ino, ctime_ns, ref = schema.dec_msg(raw)
+            if (size, mtime_ns, ino, ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ino,
+                                                   st.st_ctime_ns):
+                return None
+            ref = ContentRef(bytes(ref))
+            if ref_kind(ref) in (REF_CHUNK, REF_LIST) and not self.writer.has(ref_id(ref), txn):
+                return None
+            return ref
+
+    def _add_file(self, ctx: _Dir, name: bytes, rel: bytes, path: bytes,
+                  st: os.stat_result) -> None:
+        link = 0
+        if st.st_nlink > 1:
+            first = self.links.get((st.st_dev, st.st_ino))
+            if first is not None:
+                link = first.link
+                job = _File(ctx, len(ctx.entries), name, rel, st, _xattrs_of(first), link)
+                ctx.entries.append(None)
+                if isinstance(first, Entry):
+                    self._place_link(first, job)
+                else:
+                    self._mark("link", first, job)
+                return
+            link = int.from_bytes(hash_bytes(rel)[:7], "little") or 1
+        job = _File(ctx, len(ctx.entries), name, rel, st, read_xattrs(path), link)
+        ctx.entries.append(None)
+        if link:
+            self.links[(st.st_dev, st.st_ino)] = job
+        ref = self._cached_ref(rel, st)
+        if ref is not None:
+            self._place_file(job, ref, st.st_size)
+            self.reused += 1
+            self.progress.advance(st.st_size, 1)
+            return
+        try:
+            fd = _open_source(path)
+        except OSError as exc:
+            ctx.entries.pop()
+            self.links.pop((st.st_dev, st.st_ino), None)
+            self.skipped.append(Skipped(os.fsdecode(rel), f"cannot read: {exc.strerror}"))
+            return
+        try:
+            fst = os.fstat(fd)
+            job.st = fst
+            for piece in self.chunker.pieces(fd, fst.st_size, fst.st_blocks):
+                self._add_piece(job, piece)
+            after = os.fstat(fd)
+            if (after.st_mtime_ns, after.st_size) != (fst.st_mtime_ns, fst.st_size):
+                self.warnings.append(f"{os.fsdecode(rel)}: modified while being read; "
+                                     "import it again for a consistent copy")
+        except OSError as exc:
+            self.warnings.append(f"{os.fsdecode(rel)}: read error ({exc.strerror}); "
+                                 "recorded what could be read")
+        finally:
+            os.close(fd)
+        self._mark("file", job)
+
+    # -- directories -----------------------------------------------------------------------
+
+    def _finish_dir(self, ctx: _Dir) -> None:
+        entries = [e for e in ctx.entries if e is not None]
+        tree = build_tree(entries, self.writer.put_meta)
+        st = ctx.st
+        entry = Entry(os.path.basename(ctx.rel), Kind.DIR, st.st_mode, st.st_uid, st.st_gid,
+                      st.st_mtime_ns, len(entries), tree, ctx.xattrs)
+        self.dirs += 1
+        if ctx.parent is None:
+            self.root_entry = entry
+        else:
+            ctx.parent.entries[ctx.slot] = entry
+
+    def _children(self, ctx: _Dir, path: bytes) -> Iterator[tuple[bytes, os.stat_result]]:
+        try:
+            yield from _list_dir(path)
+        except OSError as exc:
+            self.skipped.append(Skipped(os.fsdecode(ctx.rel) or ".",
+                                        f"cannot list directory: {exc.strerror}"))
+
+    def walk(self) -> None:
+        root_st = os.lstat(self.src)
+        root = _Dir(b"", root_st, read_xattrs(self.src), None, 0)
+        stack: list[tuple[_Dir, bytes, Iterator[tuple[bytes, os.stat_result]]]] = [
+            (root, self.src, self._children(root, self.src))]
+        while stack:
+            ctx, dpath, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                self._mark("dir", ctx)
+                continue
+            name, st = nxt
+            rel = ctx.rel + b"/" + name if ctx.rel else name
+            path = dpath + b"/" + name
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                if (st.st_dev, st.st_ino) == self.store_ident:
+                    self.skipped.append(Skipped(os.fsdecode(rel), "is the dsfs store itself"))
+                    continue
+                sub = _Dir(rel, st, read_xattrs(path), ctx, len(ctx.entries))
+                ctx.entries.append(None)
+                stack.append((sub, path, self._children(sub, path)))
+            elif stat.S_ISREG(mode):
+                self._add_file(ctx, name, rel, path, st)
+            elif stat.S_ISLNK(mode):
+                try:
+                    target = os.readlink(path)
+                except OSError as exc:
+                    self.skipped.append(Skipped(os.fsdecode(rel), f"unreadable symlink: "
+                                                f"{exc.strerror}"))
+                    continue
+                ctx.entries.append(Entry(name, Kind.SYMLINK, mode, st.st_uid, st.st_gid,
+                                         st.st_mtime_ns, len(target), target, read_xattrs(path)))
+                self.symlinks += 1
+            elif stat.S_ISFIFO(mode):
+                ctx.entries.append(Entry(name, Kind.FIFO, mode, st.st_uid, st.st_gid,
+                                         st.st_mtime_ns, 0, b"", read_xattrs(path)))
+            else:
+                what = ("socket" if stat.S_ISSOCK(mode) else "block device" if stat.S_ISBLK(mode)
+                        else "character device" if stat.S_ISCHR(mode) else "special file")
+                self.skipped.append(Skipped(os.fsdecode(rel), f"{what}: not stored (dsfs keeps "
+                                            "files, directories, symlinks and fifos)"))
+
+    def run(self, message: str, tag: str | None) -> ImportResult:
+        self.progress.start(f"import {self.source}", None, "bytes")
+        try:
+            self.walk()
+            self._drain_all()
+            assert self.root_entry is not None
+            stats = VersionStats(files=self.files, dirs=self.dirs, symlinks=self.symlinks,
+                                 logical_bytes=self.logical,
+                                 new_chunks=self.writer.stats.new_objects,
+                                 new_stored_bytes=self.writer.stats.new_stored_bytes,
+                                 reused_files=self.reused)
+            cache = self.cache_updates
+
+            def save_cache(txn: Any) -> None:
+                db = self.store.index.dbs["filecache"]
+                for key, val in cache.items():
+                    txn.put(key, val, db=db)
+
+            version = self.store.record_version(self.writer, self.root_entry, message, stats,
+                                                source=os.fsdecode(self.src), tag=tag,
+                                                extra=save_cache)
+        except BaseException:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.writer.abort()
+            raise
+        finally:
+            self.progress.finish()
+        self.pool.shutdown(wait=True)
+        return ImportResult(version, self.skipped, self.warnings)
+
+
+def _xattrs_of(first: _File | Entry) -> Xattrs:
+    return first.xattrs
+
+
+def _open_source(path: bytes) -> int:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        return os.open(path, flags)
+
+
+def import_tree(store: Store, source: Path, message: str = "", tag: str | None = None,
+                progress: Progress | None = None, workers: int | None = None) -> ImportResult:
+    """Record the directory `source` as the next version of `store`."""
+    source = Path(source).absolute()
+    try:
+        st = os.stat(source)
+    except FileNotFoundError:
+        raise UserError(f"{source} does not exist: give a directory to import") from None
+    except PermissionError:
+        raise UserError(f"{source}: permission denied") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{source} is not a directory: give a directory to import")
+    if tag is not None:
+        store.check_tag_name(tag)
+        if tag in store.tags():
+            raise UserError(f"tag {tag!r} already exists: choose another name")
+    with store.writer_lock():
+        return Importer(store, source, progress or NoProgress(), workers).run(message, tag)
+
+
+__all__ = ["ChunkId", "ImportResult", "Skipped", "import_tree"]

@@ -1,0 +1,199 @@
+"""The version model's value types: directory entries, file contents, versions, ref events.
+
+Owns: the meaning and msgpack encoding of every metadata object stored in packs.
+Never imports: daemon, trio, pyfuse3. Pure values, usable from any thread.
+
+A file's content is named by a ContentRef:
+  * b""                       an empty file
+  * b"\\x01" + chunk id        a file that is exactly one chunk (most small files)
+  * b"\\x02" + chunk-list id   a chunk list object: [[chunk id or nil for a hole, length], ...]
+Identical files therefore have identical refs, whatever their names or versions.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, NewType
+
+from vfs.ids import ID_LEN, ChunkId, ObjectId, TreeId
+
+ContentRef = NewType("ContentRef", bytes)
+EMPTY_CONTENT = ContentRef(b"")
+REF_CHUNK = 1
+REF_LIST = 2
+
+
+def single_chunk_ref(cid: ChunkId) -> ContentRef:
+    return ContentRef(bytes([REF_CHUNK]) + cid)
+
+
+def chunk_list_ref(oid: ObjectId) -> ContentRef:
+    return ContentRef(bytes([REF_LIST]) + oid)
+
+
+def ref_kind(ref: ContentRef) -> int:
+    return ref[0] if ref else 0
+
+
+def ref_id(ref: ContentRef) -> ObjectId:
+    return ObjectId(bytes(ref[1:1 + ID_LEN]))
+
+
+class Kind(IntEnum):
+    FILE = 1
+    DIR = 2
+    SYMLINK = 3
+    FIFO = 4
+
+    @classmethod
+    def from_mode(cls, mode: int) -> Kind | None:
+        if stat.S_ISREG(mode):
+            return cls.FILE
+        if stat.S_ISDIR(mode):
+            return cls.DIR
+        if stat.S_ISLNK(mode):
+            return cls.SYMLINK
+        if stat.S_ISFIFO(mode):
+            return cls.FIFO
+        return None
+
+    @property
+    def letter(self) -> str:
+        return {Kind.FILE: "-", Kind.DIR: "d", Kind.SYMLINK: "l", Kind.FIFO: "p"}[self]
+
+
+Xattrs = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One name in a directory.
+
+    `ref` is the ContentRef of a file, the TreeId of a directory, the target of a symlink.
+    `size` is the byte size of a file or symlink target, the number of entries of a directory.
+    `link` is non-zero for files that were hard links of each other (same value in one version).
+    """
+
+    name: bytes
+    kind: Kind
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int
+    ref: bytes
+    xattrs: Xattrs = ()
+    link: int = 0
+
+    def encode(self) -> list[Any]:
+        return [self.name, int(self.kind), self.mode, self.uid, self.gid, self.mtime_ns,
+                self.size, self.ref, [list(x) for x in self.xattrs] or None, self.link]
+
+    @classmethod
+    def decode(cls, row: list[Any]) -> Entry:
+        name, kind, mode, uid, gid, mtime_ns, size, ref, xattrs, link = row
+        xa: Xattrs = tuple((bytes(k), bytes(v)) for k, v in xattrs) if xattrs else ()
+        return cls(bytes(name), Kind(kind), mode, uid, gid, mtime_ns, size, bytes(ref), xa, link)
+
+    @property
+    def tree(self) -> TreeId:
+        assert self.kind == Kind.DIR
+        return TreeId(self.ref)
+
+    @property
+    def content(self) -> ContentRef:
+        assert self.kind == Kind.FILE
+        return ContentRef(self.ref)
+
+    def same_meta(self, other: Entry) -> bool:
+        return (self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs, self.link) == (
+            other.mode, other.uid, other.gid, other.mtime_ns, other.xattrs, other.link)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSpan:
+    """A piece of a file: a chunk id, or None for a hole of zeros."""
+
+    cid: ChunkId | None
+    length: int
+
+
+def encode_chunk_list(spans: list[ChunkSpan]) -> list[Any]:
+    return [[s.cid, s.length] for s in spans]
+
+
+def decode_chunk_list(rows: list[Any]) -> list[ChunkSpan]:
+    return [ChunkSpan(ChunkId(bytes(c)) if c is not None else None, n) for c, n in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    logical_bytes: int = 0
+    new_chunks: int = 0
+    new_stored_bytes: int = 0
+    reused_files: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"files": self.files, "dirs": self.dirs, "symlinks": self.symlinks,
+                "logical_bytes": self.logical_bytes, "new_chunks": self.new_chunks,
+                "new_stored_bytes": self.new_stored_bytes, "reused_files": self.reused_files}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, int]) -> VersionStats:
+        return cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """An immutable recorded version. `root_entry` describes the top directory itself."""
+
+    number: int
+    root_entry: Entry
+    parent: int
+    time_ns: int
+    message: str
+    author: str
+    stats: VersionStats = field(default_factory=VersionStats)
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"v{self.number}"
+
+    @property
+    def root(self) -> TreeId:
+        return self.root_entry.tree
+
+    def to_record(self) -> dict[str, Any]:
+        return {"n": self.number, "root": self.root_entry.encode(), "parent": self.parent,
+                "time_ns": self.time_ns, "message": self.message, "author": self.author,
+                "stats": self.stats.to_dict(), "source": self.source}
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> Version:
+        return cls(number=int(d["n"]), root_entry=Entry.decode(d["root"]),
+                   parent=int(d["parent"]), time_ns=int(d["time_ns"]),
+                   message=str(d["message"]), author=str(d["author"]),
+                   stats=VersionStats.from_dict(d["stats"]), source=str(d.get("source", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class RefEvent:
+    """A change of the version log kept in packs so the index can be rebuilt: tag, untag, drop."""
+
+    op: str
+    version: int
+    name: str
+    time_ns: int
+
+    def to_record(self) -> dict[str, Any]:
+        return {"op": self.op, "version": self.version, "name": self.name, "time_ns": self.time_ns}
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> RefEvent:
+        return cls(str(d["op"]), int(d["version"]), str(d["name"]), int(d["time_ns"]))

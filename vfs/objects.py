@@ -1,0 +1,186 @@
+"""Reading and writing objects by id: the bridge between packs and the index.
+
+Owns: locating an object (index lookup, pack name), reading and verifying it, and writing new
+objects into packs whose records are indexed as each pack is sealed. Never imports: daemon, trio,
+pyfuse3.
+
+Threads: `ObjectReader` is thread-safe. An `ObjectWriter` belongs to the one thread that created
+it (it runs LMDB write transactions). Objects written are indexed pack by pack, so a crash leaves
+at most unreferenced objects (gc reclaims them), never a reference to a missing object: a version
+is recorded only after every pack it needs is sealed and indexed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vfs import schema
+from vfs.errors import ObjectMissing
+from vfs.ids import ObjectId, ObjType, hash_object, short
+from vfs.index import Index
+from vfs.pack import PackReader, PackWriter, Record, SealedPack, encode_payload
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    pack: str
+    loc: schema.ObjLoc
+
+
+class ObjectReader:
+    """Finds objects through the index and returns their verified plain bytes."""
+
+    def __init__(self, index: Index, packs_dir: Path) -> None:
+        self.index = index
+        self.packs = PackReader(packs_dir)
+        self._pack_names: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def locate(self, oid: bytes, txn: Any = None) -> Located | None:
+        if txn is None:
+            with self.index.read() as t:
+                return self.locate(oid, t)
+        raw = txn.get(oid, db=self.index.dbs["objects"])
+        if raw is None:
+            return None
+        loc = schema.dec_loc(raw)
+        name = self._pack_names.get(loc.pack_no)
+        if name is None:
+            info = txn.get(schema.pack_key(loc.pack_no), db=self.index.dbs["packs"])
+            if info is None:
+                return None
+            name = str(schema.dec_msg(info)["name"])
+            with self._lock:
+                self._pack_names[loc.pack_no] = name
+        return Located(name, loc)
+
+    def exists(self, oid: bytes, txn: Any = None) -> bool:
+        if txn is None:
+            with self.index.read() as t:
+                return t.get(oid, db=self.index.dbs["objects"]) is not None
+        return txn.get(oid, db=self.index.dbs["objects"]) is not None
+
+    def get(self, oid: ObjectId, kind: ObjType) -> bytes:
+        """Return the verified plain bytes of an object, or raise CorruptData/ObjectMissing."""
+        for attempt in range(2):
+            found = self.locate(oid)
+            if found is None:
+                raise ObjectMissing(f"object {short(oid)} is not in the index", oid)
+            try:
+                return self.packs.read(found.pack, found.loc.offset, oid, kind,
+                                       found.loc.plain_len, found.loc.stored_len)
+            except ObjectMissing:
+                # gc may have moved the object to a new pack since we looked: look again once.
+                self.packs.forget(found.pack)
+                if attempt:
+                    raise ObjectMissing(
+                        f"object {short(oid)}: pack {found.pack[:12]} is missing", oid) from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.packs.close()
+
+
+@dataclass
+class WriteStats:
+    new_objects: int = 0
+    new_stored_bytes: int = 0
+    new_plain_bytes: int = 0
+
+
+class ObjectWriter:
+    """Writes new objects into packs (data and metadata apart) and indexes each sealed pack."""
+
+    def __init__(self, index: Index, packs_dir: Path, reader: ObjectReader, zstd_level: int,
+                 pack_target: int) -> None:
+        self.index = index
+        self.packs_dir = packs_dir
+        self.reader = reader
+        self.zstd_level = zstd_level
+        self.pack_target = pack_target
+        self._writers: dict[bool, PackWriter] = {}
+        self.pending: set[bytes] = set()
+        self.stats = WriteStats()
+
+    def has(self, oid: bytes, txn: Any = None) -> bool:
+        return oid in self.pending or self.reader.exists(oid, txn)
+
+    def put_encoded(self, oid: ObjectId, kind: ObjType, plain_len: int, codec: int,
+                    payload: bytes | memoryview) -> bool:
+        """Store an already compressed object unless it is stored already. True if written."""
+        if oid in self.pending:
+            return False
+        is_meta = kind != ObjType.CHUNK
+        writer = self._writers.get(is_meta)
+        if writer is None:
+            writer = self._writers[is_meta] = PackWriter(self.packs_dir)
+        writer.add(oid, kind, codec, plain_len, payload)
+        self.pending.add(oid)
+        self.stats.new_objects += 1
+        self.stats.new_stored_bytes += len(payload)
+        self.stats.new_plain_bytes += plain_len
+        if writer.size >= self.pack_target:
+            self._seal(is_meta)
+        return True
+
+    def put_meta(self, kind: ObjType, plain: bytes) -> ObjectId:
+        """Store a metadata object (deduplicated) and return its id."""
+        oid = hash_object(kind, plain)
+        if not self.has(oid):
+            codec, payload = encode_payload(plain, self.zstd_level)
+            self.put_encoded(oid, kind, len(plain), codec, payload)
+        return oid
+
+    def _seal(self, is_meta: bool, extra: Any = None) -> None:
+        writer = self._writers.pop(is_meta)
+        sealed = writer.seal()
+        with self.index.write() as txn:
+            register_pack(self.index, txn, sealed)
+            if extra is not None:
+                extra(txn)
+        for rec in sealed.records:
+            self.pending.discard(rec.oid)
+
+    def flush(self) -> None:
+        """Seal and index every open pack."""
+        for is_meta in list(self._writers):
+            self._seal(is_meta)
+
+    def commit_with(self, fn: Any) -> None:
+        """Seal everything; the last seal's index transaction also runs `fn(txn)` (atomically)."""
+        if False in self._writers:
+            self._seal(False)
+        if True not in self._writers:
+            with self.index.write() as txn:
+                fn(txn)
+            return
+        self._seal(True, fn)
+
+    def abort(self) -> None:
+        for writer in self._writers.values():
+            writer.abort()
+        self._writers.clear()
+
+
+def register_pack(index: Index, txn: Any, sealed: SealedPack, records: list[Record] | None = None,
+                  replace: bool = False) -> int:
+    """Record a sealed pack and its objects in the index within `txn`. Returns its number."""
+    meta = index.dbs["meta"]
+    raw = txn.get(schema.META_NEXT_PACK, db=meta)
+    pack_no = schema.dec_u32(raw) if raw else 1
+    txn.put(schema.META_NEXT_PACK, schema.enc_u32(pack_no + 1), db=meta)
+    recs = sealed.records if records is None else records
+    txn.put(schema.pack_key(pack_no), schema.enc_msg(
+        {"name": sealed.name, "size": sealed.size, "records": len(recs),
+         "time": time.time_ns()}), db=index.dbs["packs"])
+    txn.put(sealed.name.encode(), schema.pack_key(pack_no), db=index.dbs["packnames"])
+    objects = index.dbs["objects"]
+    for r in recs:
+        loc = schema.enc_loc(schema.ObjLoc(pack_no, r.offset, r.stored_len, r.plain_len, r.kind,
+                                           r.codec))
+        txn.put(r.oid, loc, db=objects, overwrite=replace)
+    return pack_no

@@ -1,0 +1,297 @@
+"""Pack files: immutable containers of self-describing, checksummed object records.
+
+Owns: the on-disk pack format, writing packs crash-safely and reading records back.
+Never imports: daemon, trio, pyfuse3. Writers are used by one thread at a time; the reader is
+thread-safe (pread on cached descriptors).
+
+Format (all integers little-endian)::
+
+    header   b"DSFSPACK" u16 format(=1) u16 0 u32 0                       (16 bytes)
+    record*  b"DSR1" u8 type u8 codec u16 0 id[32] u32 plain_len u32 stored_len
+             u32 crc32(payload) payload[stored_len]                      (52 + stored_len)
+    footer   msgpack [[id, type, codec, offset, plain_len, stored_len, crc], ...]
+    trailer  u32 footer_len u32 crc32(footer) b"DSFSEND1"                 (16 bytes)
+
+A pack is written under `packs/tmp/`, fsynced, renamed to `packs/<2 hex>/<name>` and the directory
+fsynced; only then is it recorded in the index. Every record carries enough to be found and checked
+by a sequential scan even if the footer is lost, so the index can be rebuilt from packs alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import zstandard
+
+from vfs.errors import CorruptData, NoSpace, ObjectMissing
+from vfs.fsutil import fsync_dir, no_space
+from vfs.ids import ObjectId, ObjType, PackName, hash_object, short
+
+PACK_MAGIC = b"DSFSPACK"
+PACK_HEADER = struct.Struct("<8sHHI")
+REC_MAGIC = b"DSR1"
+REC_HEADER = struct.Struct("<4sBBH32sIII")
+TRAILER = struct.Struct("<II8s")
+END_MAGIC = b"DSFSEND1"
+PACK_FORMAT = 1
+
+CODEC_RAW = 0
+CODEC_ZSTD = 1
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cctx: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = {}
+    if level not in cctx:
+        cctx[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return cctx[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def encode_payload(data: bytes | memoryview, level: int) -> tuple[int, bytes]:
+    """Compress `data` with zstd; keep it raw when compression saves less than 2%."""
+    if len(data) < 64:
+        return CODEC_RAW, bytes(data)
+    packed = _compressor(level).compress(data)
+    if len(packed) > len(data) * 0.98:
+        return CODEC_RAW, bytes(data)
+    return CODEC_ZSTD, packed
+
+
+def decode_payload(codec: int, stored: bytes | memoryview, plain_len: int) -> bytes:
+    if codec == CODEC_RAW:
+        return bytes(stored)
+    if codec == CODEC_ZSTD:
+        return _decompressor().decompress(stored, max_output_size=plain_len)
+    raise ValueError(f"unknown codec {codec}")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Where one object sits in a pack and how to check it."""
+
+    oid: ObjectId
+    kind: ObjType
+    codec: int
+    offset: int
+    plain_len: int
+    stored_len: int
+    crc: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + REC_HEADER.size + self.stored_len
+
+
+@dataclass(frozen=True, slots=True)
+class SealedPack:
+    name: PackName
+    size: int
+    records: list[Record]
+
+
+def pack_path(packs_dir: Path, name: str) -> Path:
+    return packs_dir / name[:2] / name
+
+
+class PackWriter:
+    """Appends records to a new pack under `packs/tmp`; `seal` makes it durable and visible."""
+
+    def __init__(self, packs_dir: Path) -> None:
+        self.packs_dir = packs_dir
+        self.name = PackName(secrets.token_hex(16))
+        tmp_dir = packs_dir / "tmp"
+        self.tmp_path = tmp_dir / f"{self.name}.tmp"
+        self.records: list[Record] = []
+        self.size = 0
+        try:
+            self._file = open(self.tmp_path, "xb", buffering=1 << 20)  # noqa: SIM115
+            self._write(PACK_HEADER.pack(PACK_MAGIC, PACK_FORMAT, 0, 0))
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self.abort()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_space(self.packs_dir) from None
+        raise exc
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def add(self, oid: ObjectId, kind: ObjType, codec: int, plain_len: int,
+            payload: bytes | memoryview) -> Record:
+        """Append one record; returns where it went."""
+        crc = zlib.crc32(payload)
+        rec = Record(oid, kind, codec, self.size, plain_len, len(payload), crc)
+        try:
+            self._write(REC_HEADER.pack(REC_MAGIC, int(kind), codec, 0, oid, plain_len,
+                                        len(payload), crc))
+            self._write(payload)
+        except OSError as exc:
+            self._fail(exc)
+        self.records.append(rec)
+        return rec
+
+    def seal(self) -> SealedPack:
+        """Write the footer, fsync, rename into place and fsync the directory."""
+        footer = msgpack.packb(
+            [[r.oid, int(r.kind), r.codec, r.offset, r.plain_len, r.stored_len, r.crc]
+             for r in self.records], use_bin_type=True)
+        final = pack_path(self.packs_dir, self.name)
+        try:
+            self._write(footer)
+            self._write(TRAILER.pack(len(footer), zlib.crc32(footer), END_MAGIC))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            made_dir = not final.parent.exists()
+            final.parent.mkdir(exist_ok=True)
+            os.rename(self.tmp_path, final)
+            fsync_dir(final.parent)
+            if made_dir:
+                fsync_dir(self.packs_dir)
+        except OSError as exc:
+            self._fail(exc)
+        return SealedPack(self.name, self.size, self.records)
+
+    def abort(self) -> None:
+        try:
+            if not self._file.closed:
+                self._file.close()
+        except (OSError, AttributeError):
+            pass
+        self.tmp_path.unlink(missing_ok=True)
+
+
+def check_record(rec_bytes: bytes | memoryview, expect: ObjectId, kind: ObjType,
+                 plain_len: int) -> bytes:
+    """Validate a record read from disk and return its plain bytes, or raise CorruptData."""
+    if len(rec_bytes) < REC_HEADER.size:
+        raise CorruptData(f"object {short(expect)} is truncated", expect)
+    magic, rkind, codec, _, oid, rplain, stored_len, crc = REC_HEADER.unpack_from(rec_bytes)
+    payload = memoryview(rec_bytes)[REC_HEADER.size:REC_HEADER.size + stored_len]
+    if (magic != REC_MAGIC or oid != expect or rkind != kind or rplain != plain_len
+            or len(payload) != stored_len):
+        raise CorruptData(f"object {short(expect)} has a damaged record header", expect)
+    if zlib.crc32(payload) != crc:
+        raise CorruptData(f"object {short(expect)} fails its checksum", expect)
+    try:
+        plain = decode_payload(codec, payload, plain_len)
+    except (zstandard.ZstdError, ValueError):
+        raise CorruptData(f"object {short(expect)} cannot be decompressed", expect) from None
+    if len(plain) != plain_len or hash_object(kind, plain) != expect:
+        raise CorruptData(f"object {short(expect)} fails its hash check", expect)
+    return plain
+
+
+class PackReader:
+    """Reads records from packs with a small LRU of open descriptors. Thread-safe."""
+
+    def __init__(self, packs_dir: Path, max_open: int = 64) -> None:
+        self.packs_dir = packs_dir
+        self.max_open = max_open
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _fd(self, name: str) -> int:
+        with self._lock:
+            fd = self._fds.get(name)
+            if fd is not None:
+                self._fds.move_to_end(name)
+                return fd
+        fd = os.open(pack_path(self.packs_dir, name), os.O_RDONLY | os.O_CLOEXEC)
+        with self._lock:
+            self._fds[name] = fd
+            while len(self._fds) > self.max_open:
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+        return fd
+
+    def forget(self, name: str) -> None:
+        """Close the descriptor of a pack (after gc replaced it)."""
+        with self._lock:
+            fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
+    def read_raw(self, name: str, offset: int, length: int) -> bytes:
+        try:
+            fd = self._fd(name)
+        except FileNotFoundError:
+            raise ObjectMissing(f"pack {name[:12]} is missing", b"") from None
+        data = os.pread(fd, length, offset)
+        return data
+
+    def read(self, name: str, offset: int, oid: ObjectId, kind: ObjType, plain_len: int,
+             stored_len: int) -> bytes:
+        raw = self.read_raw(name, offset, REC_HEADER.size + stored_len)
+        try:
+            return check_record(raw, oid, kind, plain_len)
+        except CorruptData as exc:
+            raise CorruptData(f"{exc} (pack {name[:12]} offset {offset})", oid) from None
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+def scan_pack(path: Path) -> tuple[list[Record], list[str]]:
+    """Return the records of a pack and a list of problems found reading its structure.
+
+    Uses the footer when it is intact; otherwise walks the records from the start.
+    """
+    problems: list[str] = []
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < PACK_HEADER.size or data[:8] != PACK_MAGIC:
+        return [], ["bad pack header"]
+    if len(data) >= PACK_HEADER.size + TRAILER.size:
+        flen, fcrc, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+        start = len(data) - TRAILER.size - flen
+        if end == END_MAGIC and start >= PACK_HEADER.size:
+            footer = data[start:len(data) - TRAILER.size]
+            if zlib.crc32(footer) == fcrc:
+                rows = msgpack.unpackb(footer, raw=False)
+                return [Record(ObjectId(bytes(r[0])), ObjType(r[1]), r[2], r[3], r[4], r[5], r[6])
+                        for r in rows], problems
+        problems.append("pack footer damaged; scanned records sequentially")
+    return list(_walk_records(data)), problems
+
+
+def _walk_records(data: bytes) -> Iterator[Record]:
+    pos = PACK_HEADER.size
+    while pos + REC_HEADER.size <= len(data):
+        magic, kind, codec, _, oid, plain_len, stored_len, crc = REC_HEADER.unpack_from(data, pos)
+        if magic != REC_MAGIC or kind not in ObjType._value2member_map_:
+            return
+        if pos + REC_HEADER.size + stored_len > len(data):
+            return
+        yield Record(ObjectId(bytes(oid)), ObjType(kind), codec, pos, plain_len, stored_len, crc)
+        pos += REC_HEADER.size + stored_len
+
+
+__all__ = ["CODEC_RAW", "CODEC_ZSTD", "NoSpace", "PackReader", "PackWriter", "Record",
+           "SealedPack", "check_record", "encode_payload", "pack_path", "scan_pack"]
