@@ -1,0 +1,73 @@
+"""Large directories are paged: lookups read a few pages, a one-entry change writes a few."""
+
+from __future__ import annotations
+
+import random
+
+from vfs.ids import ObjectId, ObjType, hash_object
+from vfs.model import Entry, Kind
+from vfs.tree import TreeReader, build_tree
+
+
+class MemoryObjects:
+    """An in-memory object map (content-addressed like the store) for pure tree tests."""
+
+    def __init__(self) -> None:
+        self.objects: dict[bytes, bytes] = {}
+        self.writes = 0
+
+    def put(self, kind: ObjType, data: bytes) -> ObjectId:
+        oid = hash_object(kind, data)
+        if oid not in self.objects:
+            self.objects[oid] = data
+            self.writes += 1
+        return oid
+
+    def get(self, oid: ObjectId, kind: ObjType) -> bytes:
+        return self.objects[oid]
+
+
+def entry(name: bytes, size: int = 1) -> Entry:
+    return Entry(name, Kind.FILE, 0o100644, 0, 0, 0, size, b"")
+
+
+def test_100k_entries_lookup_and_list_in_order() -> None:
+    objs = MemoryObjects()
+    names = sorted(f"img_{i:07d}.jpg".encode() for i in range(100_000))
+    root = build_tree([entry(n) for n in names], objs.put)
+    reader = TreeReader(objs.get)
+    assert reader.count(root) == 100_000
+    assert reader.lookup(root, b"img_0054321.jpg") == entry(b"img_0054321.jpg")
+    assert reader.lookup(root, b"img_0054321.jpgx") is None
+    assert reader.lookup(root, b"") is None
+    assert [e.name for e in reader.entries(root)] == names
+    after = [e.name for e in reader.entries(root, start_after=b"img_0099990.jpg")]
+    assert after == names[-9:]
+    # pages stay small: no page holds a large share of the directory
+    assert len(objs.objects) > 100_000 // 200
+    assert max(len(v) for v in objs.objects.values()) < 64 * 1024
+
+
+def test_one_entry_change_in_a_large_directory_writes_only_a_path_of_pages() -> None:
+    objs = MemoryObjects()
+    rnd = random.Random(5)
+    names = sorted({rnd.randbytes(12).hex().encode() for _ in range(50_000)})
+    entries = [entry(n) for n in names]
+    root1 = build_tree(entries, objs.put)
+    before = objs.writes
+    entries[25_000] = entry(names[25_000], size=2)
+    root2 = build_tree(entries, objs.put)
+    assert root1 != root2
+    assert objs.writes - before <= 4  # leaf + inner pages up to the root
+    entries.insert(100, entry(names[100] + b"-new"))
+    before = objs.writes
+    build_tree(entries, objs.put)
+    assert objs.writes - before <= 6
+
+
+def test_same_entries_give_the_same_root() -> None:
+    objs = MemoryObjects()
+    es = [entry(f"{i}".encode()) for i in range(1000)]
+    es.sort(key=lambda e: e.name)
+    assert build_tree(es, objs.put) == build_tree(list(es), objs.put)
+    assert build_tree([], objs.put) == build_tree([], objs.put)
