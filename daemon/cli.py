@@ -18,13 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from daemon import fmt
-from daemon.progress import make_progress
 from vfs.config import ChunkParams
 from vfs.errors import DsfsError, UserError
+from vfs.progress import NoProgress, Progress
 from vfs.store import Store
 
 DEFAULT_STORE = "~/.local/share/dsfs/store"
 Handler = Callable[[argparse.Namespace], int]
+
+
+def make_progress(quiet: bool) -> Progress:
+    """A terminal bar when a person watches stderr; rich is imported only then."""
+    if quiet or not sys.stderr.isatty():
+        return NoProgress()
+    from daemon.progress import TerminalProgress
+
+    return TerminalProgress()
 
 
 def store_path(args: argparse.Namespace) -> Path:

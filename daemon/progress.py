@@ -5,8 +5,6 @@ Owns: presenting `vfs.progress.Progress` to a person. Called from the thread doi
 
 from __future__ import annotations
 
-import sys
-
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -18,8 +16,6 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from vfs.progress import NoProgress
-from vfs.progress import Progress as ProgressProtocol
 
 
 class TerminalProgress:
@@ -55,8 +51,3 @@ class TerminalProgress:
             self._bar = None
             self._task = None
 
-
-def make_progress(quiet: bool) -> ProgressProtocol:
-    if quiet or not sys.stderr.isatty():
-        return NoProgress()
-    return TerminalProgress()
