@@ -17,7 +17,6 @@ from rich.progress import (
 )
 
 
-
 class TerminalProgress:
     """One bar per phase, on stderr; bytes show as sizes and speed, other units as counts."""
 
