@@ -264,8 +264,15 @@ def cmd_tags(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from vfs.rebuild import rebuild_index
     from vfs.verify import verify_store
 
+    if args.repair:
+        rr = rebuild_index(store_path(args), progress=make_progress(args.quiet))
+        for problem in rr.problems:
+            print(f"dsfs: repair: {problem}", file=sys.stderr)
+        note(args, f"rebuilt the index from {rr.packs} packs: {rr.objects:,} objects, "
+                   f"{rr.versions} versions, {rr.tags} tags, {rr.bad_records} damaged records")
     with open_store(args) as store:
         report = verify_store(store, read_data=args.read_data, progress=make_progress(args.quiet))
         if args.json:
@@ -369,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("verify", cmd_verify, "check the store; exit 0 only when intact", json_=True)
     p.add_argument("--read-data", action="store_true",
                    help="also read and hash every chunk (slower)")
+    p.add_argument("--repair", action="store_true",
+                   help="first rebuild the index from the packs (lost or damaged index)")
     p = add("drop", cmd_drop, "remove a version from the log (gc frees its space)")
     p.add_argument("version")
     p = add("gc", cmd_gc, "free space no version, tag or head uses", json_=True)
