@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyfastcdc
 
@@ -38,12 +40,30 @@ class Piece:
 
 @dataclass(slots=True)
 class Prepared:
-    """A chunk after the worker step: its id, and its encoded payload if it is new."""
+    """A chunk after the worker step: its id, and its encoded payload (with CRC) if it is new."""
 
     cid: ChunkId | None
     length: int
     codec: int = 0
-    payload: bytes | None = None
+    payload: bytes | memoryview | None = None
+    crc: int = 0
+
+
+@dataclass(slots=True)
+class FileTask:
+    """A whole file for a worker to open, read, chunk and prepare."""
+
+    path: bytes
+
+
+@dataclass(slots=True)
+class FileResult:
+    """What a worker made of a FileTask: the file's status as read, its chunks, or an error."""
+
+    st: os.stat_result | None = None
+    spans: list[Prepared] = field(default_factory=list)
+    error: str = ""
+    changed: bool = False
 
 
 def data_extents(fd: int, size: int, blocks: int) -> list[tuple[int, int]]:
@@ -113,18 +133,61 @@ class Chunker:
             carry = bytes(view[off:off + length])
 
 
-def prepare_batch(pieces: list[Piece], is_known: Callable[[bytes], bool],
-                  level: int) -> list[Prepared]:
-    """Worker step: hash each chunk; compress it only if the store does not have it yet."""
-    out: list[Prepared] = []
-    for piece in pieces:
-        if piece.data is None:
-            out.append(Prepared(None, piece.length))
-            continue
-        cid = hash_chunk(piece.data)
-        if is_known(cid):
-            out.append(Prepared(cid, piece.length))
-        else:
-            codec, payload = encode_payload(piece.data, level)
-            out.append(Prepared(cid, piece.length, codec, payload))
-    return out
+def prepare_piece(piece: Piece, is_known: Callable[[bytes], bool], level: int) -> Prepared:
+    """Hash a chunk; compress it (and checksum the payload) only if the store lacks it."""
+    if piece.data is None:
+        return Prepared(None, piece.length)
+    cid = hash_chunk(piece.data)
+    if is_known(cid):
+        return Prepared(cid, piece.length)
+    codec, payload = encode_payload(piece.data, level)
+    return Prepared(cid, piece.length, codec, payload, zlib.crc32(payload))
+
+
+_local = threading.local()
+
+
+def _chunker(params: ChunkParams) -> Chunker:
+    chunkers: dict[ChunkParams, Chunker] | None = getattr(_local, "chunkers", None)
+    if chunkers is None:
+        chunkers = _local.chunkers = {}
+    if params not in chunkers:
+        chunkers[params] = Chunker(params)
+    return chunkers[params]
+
+
+def open_source(path: bytes) -> int:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        return os.open(path, flags)
+
+
+def prepare_file(task: FileTask, is_known: Callable[[bytes], bool], level: int,
+                 params: ChunkParams) -> FileResult:
+    """Worker step for a whole file: open, read, chunk, hash, compress new chunks."""
+    result = FileResult()
+    try:
+        fd = open_source(task.path)
+    except OSError as exc:
+        result.error = f"cannot read: {exc.strerror}"
+        return result
+    try:
+        st = result.st = os.fstat(fd)
+        for piece in _chunker(params).pieces(fd, st.st_size, st.st_blocks):
+            result.spans.append(prepare_piece(piece, is_known, level))
+        after = os.fstat(fd)
+        result.changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size)
+    except OSError as exc:
+        result.error = f"read error: {exc.strerror}"
+    finally:
+        os.close(fd)
+    return result
+
+
+def prepare_batch(items: list[Piece | FileTask], is_known: Callable[[bytes], bool], level: int,
+                  params: ChunkParams) -> list[Prepared | FileResult]:
+    """Worker step for a batch of chunks of a big file and of whole small files, in order."""
+    return [prepare_piece(item, is_known, level) if isinstance(item, Piece)
+            else prepare_file(item, is_known, level, params) for item in items]

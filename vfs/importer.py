@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from vfs import schema
-from vfs.chunking import Chunker, Piece, Prepared, prepare_batch
+from vfs.chunking import (
+    Chunker,
+    FileResult,
+    FileTask,
+    Piece,
+    Prepared,
+    open_source,
+    prepare_batch,
+)
 from vfs.errors import UserError
 from vfs.ids import ChunkId, ObjectId, ObjType, hash_bytes
 from vfs.model import (
@@ -49,7 +57,9 @@ from vfs.tree import build_tree
 
 WINDOW = 256 << 20
 BATCH_BYTES = 8 << 20
-BATCH_PIECES = 256
+BATCH_ITEMS = 256
+WHOLE_FILE_MAX = 16 << 20
+"""Files up to this size are read and chunked by a worker; bigger ones are streamed in chunks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,7 @@ class _File:
     link: int
     spans: list[Prepared] = field(default_factory=list)
     entry: Entry | None = None
+    error: str = ""
 
 
 def read_xattrs(path: bytes) -> Xattrs:
@@ -130,7 +141,7 @@ class Importer:
                                        thread_name_prefix="dsfs-import")
         self.queue: deque[tuple[Any, ...]] = deque()
         self.inflight = 0
-        self.batch: list[Piece] = []
+        self.batch: list[Piece | FileTask] = []
         self.batch_owners: list[_File] = []
         self.batch_bytes = 0
         self.markers: list[tuple[Any, ...]] = []
@@ -148,11 +159,11 @@ class Importer:
     def _known(self, cid: bytes) -> bool:
         return self.writer.has(cid)
 
-    def _add_piece(self, owner: _File, piece: Piece) -> None:
-        self.batch.append(piece)
+    def _add_work(self, owner: _File, item: Piece | FileTask, nbytes: int) -> None:
+        self.batch.append(item)
         self.batch_owners.append(owner)
-        self.batch_bytes += piece.length if piece.data is not None else 0
-        if self.batch_bytes >= BATCH_BYTES or len(self.batch) >= BATCH_PIECES:
+        self.batch_bytes += nbytes
+        if self.batch_bytes >= BATCH_BYTES or len(self.batch) >= BATCH_ITEMS:
             self._flush()
 
     def _mark(self, *item: Any) -> None:
@@ -163,7 +174,8 @@ class Importer:
 
     def _flush(self) -> None:
         if self.batch:
-            fut = self.pool.submit(prepare_batch, self.batch, self._known, self.level)
+            fut = self.pool.submit(prepare_batch, self.batch, self._known, self.level,
+                                   self.store.config.chunk)
             self.queue.append(("batch", fut, self.batch_owners, self.batch_bytes))
             self.inflight += self.batch_bytes
             self.batch, self.batch_owners, self.batch_bytes = [], [], 0
@@ -177,13 +189,22 @@ class Importer:
         kind = item[0]
         if kind == "batch":
             _, fut, owners, nbytes = item
-            results: list[Prepared] = fut.result()
+            results: list[Prepared | FileResult] = fut.result()
             self.inflight -= nbytes
-            for owner, prep in zip(owners, results, strict=True):
-                if prep.payload is not None and prep.cid is not None:
-                    self.writer.put_encoded(ObjectId(prep.cid), ObjType.CHUNK, prep.length,
-                                            prep.codec, prep.payload)
-                owner.spans.append(Prepared(prep.cid, prep.length))
+            for owner, res in zip(owners, results, strict=True):
+                if isinstance(res, Prepared):
+                    self._take(owner, res)
+                    continue
+                if res.error:
+                    owner.error = res.error
+                    continue
+                assert res.st is not None
+                owner.st = res.st
+                if res.changed:
+                    self.warnings.append(f"{os.fsdecode(owner.rel)}: modified while being "
+                                         "read; import it again for a consistent copy")
+                for prep in res.spans:
+                    self._take(owner, prep)
         elif kind == "file":
             self._finish_file(item[1])
         elif kind == "link":
@@ -191,6 +212,12 @@ class Importer:
             self._place_link(first.entry, job)
         elif kind == "dir":
             self._finish_dir(item[1])
+
+    def _take(self, owner: _File, prep: Prepared) -> None:
+        if prep.payload is not None and prep.cid is not None:
+            self.writer.put_encoded(ObjectId(prep.cid), ObjType.CHUNK, prep.length, prep.codec,
+                                    prep.payload, prep.crc)
+        owner.spans.append(Prepared(prep.cid, prep.length))
 
     def _drain_all(self) -> None:
         self._flush()
@@ -200,6 +227,9 @@ class Importer:
     # -- files -----------------------------------------------------------------------------
 
     def _finish_file(self, job: _File) -> None:
+        if job.error:
+            self.skipped.append(Skipped(os.fsdecode(job.rel), job.error))
+            return
         spans = job.spans
         size = sum(s.length for s in spans)
         ref: ContentRef
@@ -227,7 +257,10 @@ class Importer:
         self.logical += size
 
     def _place_link(self, first: Entry | None, job: _File) -> None:
-        assert first is not None
+        if first is None:
+            self.skipped.append(Skipped(os.fsdecode(job.rel), "hard link to a file that "
+                                        "could not be read"))
+            return
         self._place_file(job, ContentRef(first.ref), first.size)
 
     def _cached_ref(self, rel: bytes, st: os.stat_result) -> ContentRef | None:
@@ -269,18 +302,21 @@ class Importer:
             self.reused += 1
             self.progress.advance(st.st_size, 1)
             return
+        if st.st_size <= WHOLE_FILE_MAX:
+            self._add_work(job, FileTask(path), st.st_size)
+            self._mark("file", job)
+            return
         try:
-            fd = _open_source(path)
+            fd = open_source(path)
         except OSError as exc:
-            ctx.entries.pop()
-            self.links.pop((st.st_dev, st.st_ino), None)
-            self.skipped.append(Skipped(os.fsdecode(rel), f"cannot read: {exc.strerror}"))
+            job.error = f"cannot read: {exc.strerror}"
+            self._mark("file", job)
             return
         try:
             fst = os.fstat(fd)
             job.st = fst
             for piece in self.chunker.pieces(fd, fst.st_size, fst.st_blocks):
-                self._add_piece(job, piece)
+                self._add_work(job, piece, piece.length if piece.data is not None else 0)
             after = os.fstat(fd)
             if (after.st_mtime_ns, after.st_size) != (fst.st_mtime_ns, fst.st_size):
                 self.warnings.append(f"{os.fsdecode(rel)}: modified while being read; "
@@ -390,14 +426,6 @@ class Importer:
 
 def _xattrs_of(first: _File | Entry) -> Xattrs:
     return first.xattrs
-
-
-def _open_source(path: bytes) -> int:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
-    except PermissionError:
-        return os.open(path, flags)
 
 
 def import_tree(store: Store, source: Path, message: str = "", tag: str | None = None,

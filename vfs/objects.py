@@ -110,15 +110,15 @@ class ObjectWriter:
         return oid in self.pending or self.reader.exists(oid, txn)
 
     def put_encoded(self, oid: ObjectId, kind: ObjType, plain_len: int, codec: int,
-                    payload: bytes | memoryview) -> bool:
+                    payload: bytes | memoryview, crc: int | None = None) -> bool:
         """Store an already compressed object unless it is stored already. True if written."""
-        if oid in self.pending:
+        if self.has(oid):
             return False
         is_meta = kind != ObjType.CHUNK
         writer = self._writers.get(is_meta)
         if writer is None:
             writer = self._writers[is_meta] = PackWriter(self.packs_dir)
-        writer.add(oid, kind, codec, plain_len, payload)
+        writer.add(oid, kind, codec, plain_len, payload, crc)
         self.pending.add(oid)
         self.stats.new_objects += 1
         self.stats.new_stored_bytes += len(payload)
