@@ -12,8 +12,10 @@ is recorded only after every pack it needs is sealed and indexed.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,8 @@ class ObjectWriter:
         self._writers: dict[bool, PackWriter] = {}
         self.pending: set[bytes] = set()
         self.stats = WriteStats()
+        self._sealer: ThreadPoolExecutor | None = None
+        self._sealing: list[Future[None]] = []
 
     def has(self, oid: bytes, txn: Any = None) -> bool:
         return oid in self.pending or self.reader.exists(oid, txn)
@@ -124,7 +128,7 @@ class ObjectWriter:
         self.stats.new_stored_bytes += len(payload)
         self.stats.new_plain_bytes += plain_len
         if writer.size >= self.pack_target:
-            self._seal(is_meta)
+            self._seal_in_background(is_meta)
         return True
 
     def put_meta(self, kind: ObjType, plain: bytes) -> ObjectId:
@@ -135,8 +139,7 @@ class ObjectWriter:
             self.put_encoded(oid, kind, len(plain), codec, payload)
         return oid
 
-    def _seal(self, is_meta: bool, extra: Any = None) -> None:
-        writer = self._writers.pop(is_meta)
+    def _seal_writer(self, writer: PackWriter, extra: Any = None) -> None:
         sealed = writer.seal()
         with self.index.write() as txn:
             register_pack(self.index, txn, sealed)
@@ -145,22 +148,53 @@ class ObjectWriter:
         for rec in sealed.records:
             self.pending.discard(rec.oid)
 
+    def _seal_in_background(self, is_meta: bool) -> None:
+        """Hand a full pack to the sealing thread: its fsync overlaps with writing the next.
+
+        At most two packs wait for their fsync; an error in sealing is raised here or at
+        `flush`/`commit_with`, before any version could reference the pack's objects.
+        """
+        writer = self._writers.pop(is_meta)
+        if self._sealer is None:
+            self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsfs-seal")
+        while len(self._sealing) >= 2:
+            self._sealing.pop(0).result()
+        self._sealing.append(self._sealer.submit(self._seal_writer, writer))
+
+    def _wait_sealing(self) -> None:
+        while self._sealing:
+            self._sealing.pop(0).result()
+
     def flush(self) -> None:
         """Seal and index every open pack."""
+        self._wait_sealing()
         for is_meta in list(self._writers):
-            self._seal(is_meta)
+            self._seal_writer(self._writers.pop(is_meta))
 
     def commit_with(self, fn: Any) -> None:
         """Seal everything; the last seal's index transaction also runs `fn(txn)` (atomically)."""
+        self._wait_sealing()
         if False in self._writers:
-            self._seal(False)
+            self._seal_writer(self._writers.pop(False))
         if True not in self._writers:
             with self.index.write() as txn:
                 fn(txn)
-            return
-        self._seal(True, fn)
+        else:
+            self._seal_writer(self._writers.pop(True), fn)
+        self._close_sealer()
+
+    def _close_sealer(self) -> None:
+        if self._sealer is not None:
+            self._sealer.shutdown(wait=True)
+            self._sealer = None
 
     def abort(self) -> None:
+        """Drop unsealed packs. Packs already sealed stay (unreferenced until gc)."""
+        for fut in self._sealing:
+            with contextlib.suppress(Exception):
+                fut.result()
+        self._sealing.clear()
+        self._close_sealer()
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from vfs import schema
 from vfs.errors import CorruptData
 from vfs.ids import ObjectId, ObjType, TreeId, short
 from vfs.model import Entry, Kind, Version
 from vfs.pack import REC_HEADER, pack_path
 from vfs.progress import NoProgress, Progress
-from vfs.reach import Reachable, content_objects, walk_versions
+from vfs.reach import Reachable, content_objects, version_object_id, walk_versions
 from vfs.store import Store
 
 
@@ -134,7 +135,23 @@ def verify_store(store: Store, read_data: bool = False,
                 progress.advance(stored_len)
         finally:
             progress.finish()
+    record_problems = _check_version_records(store, bad)
     report.damaged_objects = bad
     if bad:
-        report.problems = _name_damage(store, versions, bad)
+        report.problems = record_problems + _name_damage(store, versions, bad)
     return report
+
+
+def _check_version_records(store: Store, bad: dict[bytes, str]) -> list[Problem]:
+    """The packed copy of each version record (what a rebuild of the index would use)."""
+    problems: list[Problem] = []
+    with store.index.read() as txn, txn.cursor(db=store.index.dbs["versions"]) as cur:
+        records = [(schema.dec_version_key(k), bytes(v)) for k, v in cur]
+    for number, raw in records:
+        oid = version_object_id(raw)
+        try:
+            store.get_object(oid, ObjType.VERSION)
+        except CorruptData as exc:
+            bad[oid] = str(exc)
+            problems.append(Problem(number, ".", f"version record damaged in its pack: {exc}"))
+    return problems
