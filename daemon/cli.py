@@ -294,6 +294,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from vfs.stats import store_stats
+
+    with open_store(args) as store:
+        st = store_stats(store)
+        if args.json:
+            emit_json(st.to_dict())
+            return 0
+        print(f"versions  {st.versions} ({st.tags} tags)")
+        print(f"packs     {st.packs:,}, {fmt.size(st.pack_bytes)}")
+        print(f"index     {fmt.size(st.index_bytes)}")
+        for kind, n in sorted(st.objects.items()):
+            print(f"{kind:<9} {n:>12,} objects  {fmt.size(st.plain_bytes[kind]):>10} plain  "
+                  f"{fmt.size(st.stored_bytes[kind]):>10} stored")
+    return 0
+
+
 def cmd_drop(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         v = store.drop(args.version)
@@ -378,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also read and hash every chunk (slower)")
     p.add_argument("--repair", action="store_true",
                    help="first rebuild the index from the packs (lost or damaged index)")
+    add("stats", cmd_stats, "objects, packs and bytes the store holds", json_=True)
     p = add("drop", cmd_drop, "remove a version from the log (gc frees its space)")
     p.add_argument("version")
     p = add("gc", cmd_gc, "free space no version, tag or head uses", json_=True)

@@ -58,6 +58,8 @@ from vfs.tree import build_tree
 WINDOW = 256 << 20
 BATCH_BYTES = 8 << 20
 BATCH_ITEMS = 256
+MAX_QUEUED = 8192
+"""Bound on queued work items, so a tree of tiny files does not pile up in memory."""
 WHOLE_FILE_MAX = 16 << 20
 """Files up to this size are read and chunked by a worker; bigger ones are streamed in chunks."""
 
@@ -181,7 +183,7 @@ class Importer:
             self.batch, self.batch_owners, self.batch_bytes = [], [], 0
         self.queue.extend(self.markers)
         self.markers = []
-        while self.inflight > WINDOW:
+        while self.inflight > WINDOW or len(self.queue) > MAX_QUEUED:
             self._drain_one()
 
     def _drain_one(self) -> None:

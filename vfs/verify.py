@@ -60,6 +60,14 @@ def _check_locations(store: Store, objects: dict[bytes, ObjType], bad: dict[byte
                     sizes[found.pack] = os.stat(pack_path(store.packs_dir, found.pack)).st_size
                 except FileNotFoundError:
                     sizes[found.pack] = None
+            if sizes[found.pack] is None:
+                # gc may have moved it since our snapshot: look again in a fresh one
+                again = store.reader.locate(oid)
+                if again is not None and again.pack != found.pack:
+                    found = again
+                    if found.pack not in sizes:
+                        path = pack_path(store.packs_dir, found.pack)
+                        sizes[found.pack] = path.stat().st_size if path.exists() else None
             size = sizes[found.pack]
             loc = found.loc
             if size is None:

@@ -15,7 +15,7 @@ from daemon.cli import build_parser
 from tests.treeutil import snapshot, write
 
 COMMANDS = ["init", "import", "log", "show", "ls", "cat", "export", "diff", "tag", "tags",
-            "verify", "drop", "gc"]
+            "verify", "drop", "gc", "stats"]
 
 
 def dsfs(*args: str | Path, store: Path | None = None, check: bool = True,
@@ -90,6 +90,12 @@ def test_log_show_ls_cat_diff_tags(populated: Path) -> None:
                                                                          "second": "v2"}
     dsfs("tag", "--delete", "second", store=populated)
     assert dsfs("tags", store=populated).stdout == "base\tv1\n"
+
+
+def test_stats_counts_objects_by_kind(populated: Path) -> None:
+    st = json.loads(dsfs("stats", "--json", store=populated).stdout)
+    assert st["versions"] == 2 and st["tags"] == 1 and st["packs"] >= 2
+    assert st["objects"]["chunk"] == 3 and st["objects"]["version"] == 2
 
 
 def test_store_option_and_environment(populated: Path) -> None:
