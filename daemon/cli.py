@@ -339,6 +339,50 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mount(args: argparse.Namespace) -> int:
+    import logging
+
+    from daemon import mount
+
+    opts = mount.MountOptions(store=store_path(args).absolute(),
+                              mountpoint=Path(args.mountpoint).absolute(),
+                              allow_other=args.allow_other, cache_bytes=args.cache_size)
+    Store.open(opts.store).close()  # a missing or foreign store fails here, in the caller
+    if args.foreground:
+        level = logging.DEBUG if args.debug else logging.INFO
+        journal = "JOURNAL_STREAM" in os.environ
+        logging.basicConfig(level=level, stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s" if journal else
+                            "%(asctime)s %(levelname)s %(name)s: %(message)s")
+        ready_fd = args.ready_fd
+        try:
+            mount.serve(opts, ready_fd)
+        except DsfsError:
+            if ready_fd is not None:
+                os.close(ready_fd)
+            raise
+        return 0
+    mount.preflight(opts)
+    argv = ["--store", str(opts.store), "mount", str(opts.mountpoint),
+            "--cache-size", str(args.cache_size)]
+    if args.allow_other:
+        argv.append("--allow-other")
+    if args.debug:
+        argv.append("--debug")
+    log_path = mount.runtime_dir() / f"{mount.runtime_file(opts.mountpoint).stem}.log"
+    mount.spawn_background(argv, log_path)
+    note(args, f"mounted {opts.store} at {opts.mountpoint} (log: {log_path})")
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from daemon import mount
+
+    mount.unmount(Path(args.mountpoint))
+    note(args, f"unmounted {args.mountpoint}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -396,6 +440,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true",
                    help="first rebuild the index from the packs (lost or damaged index)")
     add("stats", cmd_stats, "objects, packs and bytes the store holds", json_=True)
+    p = add("mount", cmd_mount, "show every version under MOUNTPOINT (@v1, @latest, tags)")
+    p.add_argument("mountpoint")
+    p.add_argument("--foreground", action="store_true",
+                   help="stay in the foreground (for systemd); logs go to stderr")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users in (file permissions apply; needs user_allow_other "
+                        "in /etc/fuse.conf unless root)")
+    p.add_argument("--cache-size", type=parse_size, default=512 << 20, metavar="SIZE",
+                   help="bytes of decompressed chunks kept in memory (default 512M)")
+    p.add_argument("--debug", action="store_true", help="log every request")
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p = add("umount", cmd_umount, "unmount and wait for the daemon to exit")
+    p.add_argument("mountpoint")
     p = add("drop", cmd_drop, "remove a version from the log (gc frees its space)")
     p.add_argument("version")
     p = add("gc", cmd_gc, "free space no version, tag or head uses", json_=True)

@@ -74,3 +74,31 @@ class CorruptData(DsfsError):
 
 class ObjectMissing(CorruptData):
     """An object the store references is not in the index or its pack is gone."""
+
+
+class FsError(DsfsError):
+    """Errors of filesystem operations; the FUSE adapter maps each class to one errno."""
+
+
+class ReadOnly(FsError):
+    """A mutation of an immutable version (EROFS)."""
+
+
+class NoEntry(FsError):
+    """No such name (ENOENT)."""
+
+
+class NotADir(FsError):
+    """A directory operation on something else (ENOTDIR)."""
+
+
+class IsADir(FsError):
+    """A file operation on a directory (EISDIR)."""
+
+
+class NoAttr(FsError):
+    """No such extended attribute (ENODATA)."""
+
+
+class StaleHandle(FsError):
+    """An inode or handle the filesystem no longer knows (ESTALE)."""

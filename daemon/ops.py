@@ -1,0 +1,285 @@
+"""The FUSE adapter: pyfuse3 requests in, `vfs.view` calls out. No storage logic lives here.
+
+Owns: translating between pyfuse3's types and the view's, file and directory handles, running
+blocking reads in worker threads, and making sure no exception escapes a handler (it would kill
+pyfuse3's main loop): domain errors become their errno (daemon.errors), anything else is logged
+with its traceback and becomes EIO. Runs in the trio thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from daemon.errors import errno_for
+from vfs.errors import CorruptData, DsfsError, NoEntry
+from vfs.ids import ChunkId
+from vfs.view import Attr, DirHandle, FileHandle, VersionsView
+
+log = logging.getLogger("dsfs.mount")
+T = TypeVar("T")
+P = ParamSpec("P")
+Handler = Callable[Concatenate["Operations", P], Coroutine[Any, Any, T]]
+NEGATIVE_TIMEOUT = 24 * 3600.0
+PREFETCH_BYTES = 8 << 20
+
+
+def guarded(fn: Handler[P, T]) -> Handler[P, T]:
+    """Every handler: FUSEError passes, domain errors map to errno, bugs log and become EIO."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Operations, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except CorruptData as exc:
+            log.error("damaged data in %s: %s", self.describe(fn.__name__, args), exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except DsfsError as exc:
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        except OSError as exc:
+            log.warning("%s failed: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
+    a = pyfuse3.EntryAttributes()
+    a.st_ino = pyfuse3.InodeT(attr.ino)
+    a.st_mode = pyfuse3.ModeT(attr.mode)
+    a.st_nlink = attr.nlink
+    a.st_uid = attr.uid
+    a.st_gid = attr.gid
+    a.st_size = attr.size
+    a.st_blksize = 1 << 20
+    a.st_blocks = attr.blocks
+    a.st_mtime_ns = attr.mtime_ns
+    a.st_ctime_ns = attr.ctime_ns
+    a.st_atime_ns = attr.mtime_ns
+    a.entry_timeout = attr.timeout
+    a.attr_timeout = attr.timeout
+    return a
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 handlers over a VersionsView."""
+
+    enable_acl = False
+
+    def __init__(self, view: VersionsView, read_threads: int = 4) -> None:
+        super().__init__()
+        self.view = view
+        self._dirs: dict[int, DirHandle] = {}
+        self._files: dict[int, FileHandle] = {}
+        self._next_fh = 1
+        self._limiter = trio.CapacityLimiter(read_threads)
+        self._prefetching: set[bytes] = set()
+        self.nursery: trio.Nursery | None = None
+
+    def describe(self, op: str, args: Sequence[Any]) -> str:
+        if args and isinstance(args[0], int):
+            fh = self._files.get(args[0])
+            if fh is not None and op == "read":
+                return self.view.path_of(fh.node)
+            node = self.view.inodes.get(args[0])
+            if node is not None:
+                return self.view.path_of(node)
+        return op
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    # -- names and attributes --------------------------------------------------------------
+
+    @guarded
+    async def lookup(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        try:
+            node, attr = self.view.lookup(parent_inode, name)
+        except NoEntry:
+            if self.view.is_immutable(parent_inode):
+                neg = pyfuse3.EntryAttributes()
+                neg.st_ino = pyfuse3.InodeT(0)
+                neg.entry_timeout = NEGATIVE_TIMEOUT
+                return neg  # cached "no such name" in a version that never changes
+            raise
+        self.view.remember(node)
+        return entry_attributes(attr)
+
+    @guarded
+    async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
+        for ino, count in inode_list:
+            self.view.forget(ino, count)
+
+    @guarded
+    async def getattr(self, inode: pyfuse3.InodeT,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry_attributes(self.view.getattr(inode))
+
+    @guarded
+    async def readlink(self, inode: pyfuse3.InodeT,
+                       ctx: pyfuse3.RequestContext) -> pyfuse3.FileNameT:
+        return pyfuse3.FileNameT(self.view.readlink(inode))
+
+    # -- directories -----------------------------------------------------------------------
+
+    @guarded
+    async def opendir(self, inode: pyfuse3.InodeT,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+        fh = self._new_fh()
+        self._dirs[fh] = self.view.opendir(inode)
+        return pyfuse3.FileHandleT(fh)
+
+    @guarded
+    async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int,
+                      token: pyfuse3.ReaddirToken) -> None:
+        handle = self._dirs[fh]
+        for name, node, next_id in self.view.readdir(handle, start_id):
+            if not pyfuse3.readdir_reply(token, pyfuse3.FileNameT(name),
+                                         entry_attributes(self.view.attr(node)), next_id):
+                self.view.inodes.drop_unreferenced(node)
+                handle.position = next_id - 1
+                handle.cursor = None
+                return
+            self.view.remember(node)
+
+    @guarded
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        self._dirs.pop(fh, None)
+
+    # -- files -----------------------------------------------------------------------------
+
+    @guarded
+    async def open(self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        handle = self.view.open(inode, writing)
+        fh = self._new_fh()
+        self._files[fh] = handle
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
+
+    @guarded
+    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        handle = self._files[fh]
+        for cid in self.view.prefetch_plan(handle, off, size, PREFETCH_BYTES):
+            self._start_prefetch(cid)
+        data = self.view.read_cached(handle, off, size)
+        if data is None:
+            data = await trio.to_thread.run_sync(self.view.read_blocking, handle, off, size,
+                                                 limiter=self._limiter)
+        return data
+
+    def _start_prefetch(self, cid: ChunkId) -> None:
+        if self.nursery is None or cid in self._prefetching:
+            return
+        self._prefetching.add(cid)
+
+        async def fetch() -> None:
+            try:
+                await trio.to_thread.run_sync(self.view.prefetch, cid, limiter=self._limiter)
+            finally:
+                self._prefetching.discard(cid)
+
+        self.nursery.start_soon(fetch)
+
+    @guarded
+    async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        self._files.pop(fh, None)
+
+    # -- xattrs, statfs --------------------------------------------------------------------
+
+    @guarded
+    async def listxattr(self, inode: pyfuse3.InodeT,
+                        ctx: pyfuse3.RequestContext) -> Sequence[pyfuse3.XAttrNameT]:
+        return [pyfuse3.XAttrNameT(n) for n in self.view.listxattr(inode)]
+
+    @guarded
+    async def getxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT,
+                       ctx: pyfuse3.RequestContext) -> bytes:
+        return self.view.getxattr(inode, name)
+
+    @guarded
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        st = self.view.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = st.f_bsize
+        out.f_frsize = st.f_frsize
+        out.f_blocks = st.f_blocks
+        out.f_bfree = st.f_bfree
+        out.f_bavail = st.f_bavail
+        out.f_files = st.f_files
+        out.f_ffree = st.f_ffree
+        out.f_favail = st.f_favail
+        out.f_namemax = 255
+        return out
+
+    # -- every mutation is refused (only @head will be writable) -----------------------------
+
+    async def setattr(self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def mknod(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                    mode: pyfuse3.ModeT, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def mkdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                    mode: pyfuse3.ModeT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def unlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                     ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rmdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                    ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def symlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                      target: pyfuse3.FileNameT,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rename(self, parent_inode_old: pyfuse3.InodeT, name_old: pyfuse3.FileNameT,
+                     parent_inode_new: pyfuse3.InodeT, name_new: pyfuse3.FileNameT,
+                     flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def link(self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT,
+                   new_name: pyfuse3.FileNameT,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def create(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                     mode: pyfuse3.ModeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
+                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def setxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def removexattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT,
+                          ctx: pyfuse3.RequestContext) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+__all__ = ["Operations"]

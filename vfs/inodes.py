@@ -1,0 +1,95 @@
+"""Inode numbers of a mounted store: allocation, lookup counts and forgetting.
+
+Owns: every inode number the filesystem hands out. Numbers are never reused within a mount.
+Identical files (same content and attributes) share one inode across versions, so the kernel's
+page cache serves `@v3/x` from what `@v2/x` already read. Directories get one inode per path,
+since the kernel allows a directory only one parent. Never imports: daemon, trio, pyfuse3.
+Called from the trio thread only (not thread-safe by design: no locks on the hot path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from vfs.model import Entry
+
+ROOT_INO = 1
+
+
+class Role(IntEnum):
+    ROOT = 1
+    VERSION_DIR = 2
+    ROOT_LINK = 3
+    IN_VERSION = 4
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """What the filesystem knows about one inode the kernel holds."""
+
+    ino: int
+    role: Role
+    entry: Entry
+    version: int
+    key: Hashable
+    parent: int = 0
+    """The directory this node was first found in (for naming it in logs)."""
+    lookups: int = 0
+
+
+class InodeTable:
+    """Maps identity keys to inode numbers and counts the kernel's references."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[int, Node] = {}
+        self._by_key: dict[Hashable, int] = {}
+        self._next = ROOT_INO + 1
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, ino: int) -> Node | None:
+        return self._nodes.get(ino)
+
+    def add_root(self, entry: Entry) -> Node:
+        node = Node(ROOT_INO, Role.ROOT, entry, 0, ("root",), lookups=1)
+        self._nodes[ROOT_INO] = node
+        self._by_key[node.key] = ROOT_INO
+        return node
+
+    def node_for(self, key: Hashable, role: Role, entry: Entry, version: int,
+                 parent: int = ROOT_INO) -> Node:
+        """The node for `key`, made if the kernel does not hold it yet (lookup count 0)."""
+        ino = self._by_key.get(key)
+        if ino is not None:
+            node = self._nodes[ino]
+            node.entry = entry
+            return node
+        node = Node(self._next, role, entry, version, key, parent)
+        self._next += 1
+        self._nodes[node.ino] = node
+        self._by_key[key] = node.ino
+        return node
+
+    def remember(self, node: Node, count: int = 1) -> None:
+        """The kernel took `count` more references (lookup, readdirplus, create)."""
+        node.lookups += count
+
+    def forget(self, ino: int, count: int) -> None:
+        node = self._nodes.get(ino)
+        if node is None or node.role == Role.ROOT:
+            return
+        node.lookups -= count
+        if node.lookups <= 0:
+            del self._nodes[ino]
+            if self._by_key.get(node.key) == ino:
+                del self._by_key[node.key]
+
+    def drop_unreferenced(self, node: Node) -> None:
+        """Forget a node made for a reply the kernel did not take."""
+        if node.lookups <= 0 and node.role != Role.ROOT:
+            self._nodes.pop(node.ino, None)
+            if self._by_key.get(node.key) == node.ino:
+                del self._by_key[node.key]

@@ -1,0 +1,310 @@
+"""The read-only view of every version: the protocol-neutral core of the mount.
+
+Owns: what the mount shows (the root with `@v1..@vN`, `@latest` and one symlink per tag; each
+version's tree below its `@vN`), attributes, directory listings, reads and xattrs, in dsfs's own
+types. Raises `vfs.errors.FsError` subclasses; `daemon.errors` alone maps them to errno.
+Never imports: daemon, trio, pyfuse3.
+
+Threads: every method runs in the trio thread except `read_blocking` and `prefetch`, which may
+block on disk and decompression and run in worker threads (they touch only thread-safe parts of
+the store: the object reader and the chunk cache).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from vfs.content import FileContent
+from vfs.errors import IsADir, NoAttr, NoEntry, NotADir, ReadOnly, StaleHandle
+from vfs.ids import ChunkId, ObjectId
+from vfs.inodes import ROOT_INO, InodeTable, Node, Role
+from vfs.model import REF_CHUNK, REF_LIST, Entry, Kind, Version, ref_id, ref_kind
+from vfs.store import Store
+
+LONG_TIMEOUT = 24 * 3600.0
+ROOT_TIMEOUT = 1.0
+BLOCK = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    ino: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    blocks: int
+    mtime_ns: int
+    ctime_ns: int
+    timeout: float
+
+
+@dataclass(slots=True, eq=False)
+class DirHandle:
+    node: Node
+    names: list[tuple[bytes, Entry | None]] | None = None
+    """Root listing snapshot; version directories are listed from their trees."""
+    cursor: Iterator[Entry] | None = None
+    position: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class FileHandle:
+    node: Node
+    layout: FileContent | None
+    next_offset: int = 0
+    """Where the last read ended: a read starting here is sequential and triggers prefetch."""
+
+
+def _root_entry(uid: int, gid: int) -> Entry:
+    return Entry(b"", Kind.DIR, stat.S_IFDIR | 0o555, uid, gid, time.time_ns(), 0, b"")
+
+
+def _link_entry(name: bytes, target: bytes, when: int, uid: int, gid: int) -> Entry:
+    return Entry(name, Kind.SYMLINK, stat.S_IFLNK | 0o777, uid, gid, when, len(target), target)
+
+
+class VersionsView:
+    """Every version side by side, read-only."""
+
+    def __init__(self, store: Store, uid: int | None = None, gid: int | None = None) -> None:
+        self.store = store
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self.inodes = InodeTable()
+        self.root = self.inodes.add_root(_root_entry(self.uid, self.gid))
+        self.versions: dict[int, Version] = {}
+        self.tags: dict[str, int] = {}
+        self.refresh()
+
+    # -- the root --------------------------------------------------------------------------
+
+    def refresh(self) -> list[bytes]:
+        """Re-read the version log; return the root names that appeared, vanished or changed."""
+        versions = {v.number: v for v in self.store.versions()}
+        tags = self.store.tags()
+        before = dict(self._root_targets())
+        self.versions, self.tags = versions, tags
+        after = dict(self._root_targets())
+        changed = [n for n in before.keys() | after.keys() if before.get(n) != after.get(n)]
+        if changed:
+            newest = max((v.time_ns for v in versions.values()), default=time.time_ns())
+            self.root.entry = Entry(b"", Kind.DIR, self.root.entry.mode, self.uid, self.gid,
+                                    newest, 0, b"")
+        return sorted(changed)
+
+    def _root_targets(self) -> Iterator[tuple[bytes, bytes | None]]:
+        """(name, symlink target or None for a version directory) for the root listing."""
+        if self.versions:
+            yield b"@latest", f"@v{max(self.versions)}".encode()
+        for name, n in sorted(self.tags.items()):
+            if n in self.versions:
+                yield f"@{name}".encode(), f"@v{n}".encode()
+        for n in sorted(self.versions):
+            yield f"@v{n}".encode(), None
+
+    def _root_child(self, name: bytes) -> Node:
+        for child, target in self._root_targets():
+            if child != name:
+                continue
+            if target is None:
+                n = int(name[2:])
+                v = self.versions[n]
+                root = v.root_entry
+                entry = Entry(name, Kind.DIR, root.mode, root.uid, root.gid, root.mtime_ns,
+                              root.size, root.ref, root.xattrs)
+                return self.inodes.node_for(("v", n), Role.VERSION_DIR, entry, n)
+            when = self.versions[int(target[2:])].time_ns
+            entry = _link_entry(name, target, when, self.uid, self.gid)
+            return self.inodes.node_for(("link", name), Role.ROOT_LINK, entry, 0)
+        raise NoEntry(f"no {os.fsdecode(name)} in the mount root")
+
+    # -- nodes and attributes --------------------------------------------------------------
+
+    def node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node is None:
+            raise StaleHandle(f"inode {ino} is not known")
+        return node
+
+    def attr(self, node: Node) -> Attr:
+        e = node.entry
+        immutable = node.role in (Role.VERSION_DIR, Role.IN_VERSION)
+        size = e.size if e.kind in (Kind.FILE, Kind.SYMLINK) else BLOCK
+        return Attr(node.ino, e.mode, 1 if e.kind != Kind.DIR else 2, e.uid, e.gid, size,
+                    (size + BLOCK - 1) // BLOCK * (BLOCK // 512), e.mtime_ns, e.mtime_ns,
+                    LONG_TIMEOUT if immutable else ROOT_TIMEOUT)
+
+    def child_node(self, parent: Node, entry: Entry) -> Node:
+        if entry.kind == Kind.DIR:
+            key: object = ("d", parent.ino, entry.name)
+        else:
+            # identity without the name: identical files share an inode (and page cache)
+            key = ("f", entry.kind, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.size,
+                   entry.ref, entry.xattrs)
+        return self.inodes.node_for(key, Role.IN_VERSION, entry, parent.version, parent.ino)
+
+    def lookup(self, parent_ino: int, name: bytes) -> tuple[Node, Attr]:
+        """Find a name; the caller must `remember` the node if the kernel takes the reply."""
+        parent = self.node(parent_ino)
+        if parent.entry.kind != Kind.DIR:
+            raise NotADir("not a directory")
+        if parent.role == Role.ROOT:
+            node = self._root_child(name)
+        else:
+            entry = self.store.trees.lookup(parent.entry.tree, name)
+            if entry is None:
+                raise NoEntry("no such file")
+            node = self.child_node(parent, entry)
+        return node, self.attr(node)
+
+    def is_immutable(self, ino: int) -> bool:
+        node = self.inodes.get(ino)
+        return node is not None and node.role in (Role.VERSION_DIR, Role.IN_VERSION)
+
+    def remember(self, node: Node, count: int = 1) -> None:
+        self.inodes.remember(node, count)
+
+    def forget(self, ino: int, count: int) -> None:
+        self.inodes.forget(ino, count)
+
+    def getattr(self, ino: int) -> Attr:
+        return self.attr(self.node(ino))
+
+    def readlink(self, ino: int) -> bytes:
+        node = self.node(ino)
+        if node.entry.kind != Kind.SYMLINK:
+            raise NoEntry("not a symlink")
+        return node.entry.ref
+
+    # -- directories -----------------------------------------------------------------------
+
+    def opendir(self, ino: int) -> DirHandle:
+        node = self.node(ino)
+        if node.entry.kind != Kind.DIR:
+            raise NotADir("not a directory")
+        return DirHandle(node)
+
+    def readdir(self, handle: DirHandle, offset: int) -> Iterator[tuple[bytes, Node, int]]:
+        """Entries from `offset` on, each with its node and the offset of the next one.
+
+        The caller stops when the kernel's buffer is full and `remember`s each node taken.
+        """
+        node = handle.node
+        if node.role == Role.ROOT:
+            if handle.names is None or offset == 0:
+                handle.names = [(n, None) for n, _ in self._root_targets()]
+            for i in range(offset, len(handle.names)):
+                name = handle.names[i][0]
+                try:
+                    child = self._root_child(name)
+                except NoEntry:
+                    continue  # vanished since the listing began
+                yield name, child, i + 1
+            return
+        if handle.cursor is None or offset != handle.position:
+            handle.cursor = self.store.trees.entries(node.entry.tree)
+            handle.position = 0
+            for _ in range(offset):
+                if next(handle.cursor, None) is None:
+                    return
+                handle.position += 1
+        for entry in handle.cursor:
+            handle.position += 1
+            yield entry.name, self.child_node(node, entry), handle.position
+
+    # -- files -----------------------------------------------------------------------------
+
+    def open(self, ino: int, writing: bool) -> FileHandle:
+        node = self.node(ino)
+        if writing:
+            raise ReadOnly("versions are read-only")
+        if node.entry.kind == Kind.DIR:
+            raise IsADir("is a directory")
+        layout = None
+        if ref_kind(node.entry.content) == REF_LIST:
+            layout = self.store.contents.layout(node.entry.content)
+        return FileHandle(node, layout)
+
+    def read_cached(self, fh: FileHandle, offset: int, size: int) -> bytes | None:
+        """The bytes if every chunk they need is in the cache, else None (then read_blocking)."""
+        e = fh.node.entry
+        contents = self.store.contents
+        for cid in self._chunks_for(fh, offset, size):
+            if contents.cache.get(cid) is None:
+                return None
+        return contents.read(e.content, e.size, offset, size)
+
+    def read_blocking(self, fh: FileHandle, offset: int, size: int) -> bytes:
+        """Read through the store (may block on disk and decompression: worker thread)."""
+        e = fh.node.entry
+        return self.store.contents.read(e.content, e.size, offset, size)
+
+    def _chunks_for(self, fh: FileHandle, offset: int, size: int) -> list[ChunkId]:
+        e = fh.node.entry
+        kind = ref_kind(e.content)
+        if kind == REF_CHUNK:
+            return [ChunkId(ref_id(e.content))] if offset < e.size else []
+        if kind != REF_LIST or fh.layout is None:
+            return []
+        layout = fh.layout
+        out: list[ChunkId] = []
+        i = layout.locate(offset)
+        end = min(offset + size, layout.size)
+        while 0 <= i < len(layout.spans) and layout.starts[i] < end:
+            cid = layout.spans[i].cid
+            if cid is not None:
+                out.append(cid)
+            i += 1
+        return out
+
+    def prefetch_plan(self, fh: FileHandle, offset: int, size: int, ahead: int) -> list[ChunkId]:
+        """Chunks after this read worth fetching now, when the reads are sequential."""
+        sequential = offset == fh.next_offset
+        fh.next_offset = offset + size
+        if not sequential or fh.layout is None:
+            return []
+        cache = self.store.contents.cache
+        return [c for c in self._chunks_for(fh, offset + size, ahead)
+                if cache.get(c) is None][:8]
+
+    def prefetch(self, cid: ChunkId) -> None:
+        """Load one chunk into the cache (worker thread); errors surface on the real read."""
+        try:
+            self.store.contents.chunk(cid)
+        except Exception:
+            return
+
+    def path_of(self, node: Node) -> str:
+        """`@v3/dir/file` for logs: follows parents while the kernel still holds them."""
+        parts: list[bytes] = []
+        current: Node | None = node
+        while current is not None and current.role != Role.ROOT:
+            parts.append(current.entry.name)
+            current = self.inodes.get(current.parent) if current.parent else None
+        return os.fsdecode(b"/".join(reversed(parts)))
+
+    # -- xattrs and statfs -----------------------------------------------------------------
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        return [k for k, _ in self.node(ino).entry.xattrs]
+
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        for k, v in self.node(ino).entry.xattrs:
+            if k == name:
+                return v
+        raise NoAttr("no such attribute")
+
+    def statfs(self) -> os.statvfs_result:
+        return os.statvfs(self.store.root)
+
+    def refuse_change(self) -> None:
+        raise ReadOnly("versions are read-only")
+
+
+__all__ = ["ROOT_INO", "Attr", "DirHandle", "FileHandle", "ObjectId", "VersionsView"]
