@@ -16,6 +16,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import pyfastcdc
@@ -186,8 +187,13 @@ def prepare_file(task: FileTask, is_known: Callable[[bytes], bool], level: int,
     return result
 
 
-def prepare_batch(items: list[Piece | FileTask], is_known: Callable[[bytes], bool], level: int,
-                  params: ChunkParams) -> list[Prepared | FileResult]:
-    """Worker step for a batch of chunks of a big file and of whole small files, in order."""
-    return [prepare_piece(item, is_known, level) if isinstance(item, Piece)
-            else prepare_file(item, is_known, level, params) for item in items]
+def prepare_batch(items: list[Piece | FileTask],
+                  known_checker: Callable[[], AbstractContextManager[Callable[[bytes], bool]]],
+                  level: int, params: ChunkParams) -> list[Prepared | FileResult]:
+    """Worker step for a batch of chunks of a big file and of whole small files, in order.
+
+    `known_checker()` gives a context with one index snapshot for the whole batch.
+    """
+    with known_checker() as is_known:
+        return [prepare_piece(item, is_known, level) if isinstance(item, Piece)
+                else prepare_file(item, is_known, level, params) for item in items]

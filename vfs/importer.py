@@ -158,9 +158,6 @@ class Importer:
 
     # -- pipeline --------------------------------------------------------------------------
 
-    def _known(self, cid: bytes) -> bool:
-        return self.writer.has(cid)
-
     def _add_work(self, owner: _File, item: Piece | FileTask, nbytes: int) -> None:
         self.batch.append(item)
         self.batch_owners.append(owner)
@@ -176,7 +173,7 @@ class Importer:
 
     def _flush(self) -> None:
         if self.batch:
-            fut = self.pool.submit(prepare_batch, self.batch, self._known, self.level,
+            fut = self.pool.submit(prepare_batch, self.batch, self.writer.known_checker, self.level,
                                    self.store.config.chunk)
             self.queue.append(("batch", fut, self.batch_owners, self.batch_bytes))
             self.inflight += self.batch_bytes
@@ -266,18 +263,18 @@ class Importer:
         self._place_file(job, ContentRef(first.ref), first.size)
 
     def _cached_ref(self, rel: bytes, st: os.stat_result) -> ContentRef | None:
-        with self.store.index.read() as txn:
-            raw = txn.get(schema.filecache_key(self.src, rel), db=self.store.index.dbs["filecache"])
-            if raw is None:
-                return None
-            size, mtime_ns, ino, ctime_ns, ref = schema.dec_msg(raw)
-            if (size, mtime_ns, ino, ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ino,
-                                                   st.st_ctime_ns):
-                return None
-            ref = ContentRef(bytes(ref))
-            if ref_kind(ref) in (REF_CHUNK, REF_LIST) and not self.writer.has(ref_id(ref), txn):
-                return None
-            return ref
+        txn = self.writer.snapshot()
+        raw = txn.get(schema.filecache_key(self.src, rel), db=self.store.index.dbs["filecache"])
+        if raw is None:
+            return None
+        size, mtime_ns, ino, ctime_ns, ref = schema.dec_msg(raw)
+        if (size, mtime_ns, ino, ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ino,
+                                               st.st_ctime_ns):
+            return None
+        ref = ContentRef(bytes(ref))
+        if ref_kind(ref) in (REF_CHUNK, REF_LIST) and not self.writer.has(ref_id(ref)):
+            return None
+        return ref
 
     def _add_file(self, ctx: _Dir, name: bytes, rel: bytes, path: bytes,
                   st: os.stat_result) -> None:
@@ -406,12 +403,12 @@ class Importer:
                                  new_chunks=self.writer.stats.new_objects,
                                  new_stored_bytes=self.writer.stats.new_stored_bytes,
                                  reused_files=self.reused)
-            cache = self.cache_updates
+            cache = sorted(self.cache_updates.items())
+            self.cache_updates.clear()
 
             def save_cache(txn: Any) -> None:
-                db = self.store.index.dbs["filecache"]
-                for key, val in cache.items():
-                    txn.put(key, val, db=db)
+                with txn.cursor(db=self.store.index.dbs["filecache"]) as cur:
+                    cur.putmulti(cache)
 
             version = self.store.record_version(self.writer, self.root_entry, message, stats,
                                                 source=os.fsdecode(self.src), tag=tag,

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,9 +111,36 @@ class ObjectWriter:
         self.stats = WriteStats()
         self._sealer: ThreadPoolExecutor | None = None
         self._sealing: list[Future[None]] = []
+        self._txn: Any = None
+        self._txn_uses = 0
+        self._seals = 0
+        self._txn_seals = 0
+
+    def snapshot(self) -> Any:
+        """A read snapshot of the index for the writer's thread, renewed after each seal and
+        every few thousand uses. A stale snapshot can only cause a duplicate write (harmless,
+        gc reclaims it), never a missing object: `pending` covers objects not yet indexed."""
+        if self._txn is None or self._txn_uses > 4096 or self._txn_seals != self._seals:
+            if self._txn is not None:
+                self._txn.abort()
+            self._txn = self.index.env.begin(buffers=False)
+            self._txn_uses = 0
+            self._txn_seals = self._seals
+        self._txn_uses += 1
+        return self._txn
 
     def has(self, oid: bytes, txn: Any = None) -> bool:
-        return oid in self.pending or self.reader.exists(oid, txn)
+        if oid in self.pending:
+            return True
+        return self.reader.exists(oid, txn if txn is not None else self.snapshot())
+
+    @contextmanager
+    def known_checker(self) -> Iterator[Callable[[bytes], bool]]:
+        """For worker threads: one snapshot for a batch of existence checks."""
+        pending = self.pending
+        db = self.index.dbs["objects"]
+        with self.index.read() as txn:
+            yield lambda oid: oid in pending or txn.get(oid, db=db) is not None
 
     def put_encoded(self, oid: ObjectId, kind: ObjType, plain_len: int, codec: int,
                     payload: bytes | memoryview, crc: int | None = None) -> bool:
@@ -147,6 +176,7 @@ class ObjectWriter:
                 extra(txn)
         for rec in sealed.records:
             self.pending.discard(rec.oid)
+        self._seals += 1
 
     def _seal_in_background(self, is_meta: bool) -> None:
         """Hand a full pack to the sealing thread: its fsync overlaps with writing the next.
@@ -174,6 +204,7 @@ class ObjectWriter:
     def commit_with(self, fn: Any) -> None:
         """Seal everything; the last seal's index transaction also runs `fn(txn)` (atomically)."""
         self._wait_sealing()
+        self._end_snapshot()
         if False in self._writers:
             self._seal_writer(self._writers.pop(False))
         if True not in self._writers:
@@ -183,7 +214,13 @@ class ObjectWriter:
             self._seal_writer(self._writers.pop(True), fn)
         self._close_sealer()
 
+    def _end_snapshot(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+
     def _close_sealer(self) -> None:
+        self._end_snapshot()
         if self._sealer is not None:
             self._sealer.shutdown(wait=True)
             self._sealer = None
@@ -212,9 +249,9 @@ def register_pack(index: Index, txn: Any, sealed: SealedPack, records: list[Reco
         {"name": sealed.name, "size": sealed.size, "records": len(recs),
          "time": time.time_ns()}), db=index.dbs["packs"])
     txn.put(sealed.name.encode(), schema.pack_key(pack_no), db=index.dbs["packnames"])
-    objects = index.dbs["objects"]
-    for r in recs:
-        loc = schema.enc_loc(schema.ObjLoc(pack_no, r.offset, r.stored_len, r.plain_len, r.kind,
-                                           r.codec))
-        txn.put(r.oid, loc, db=objects, overwrite=replace)
+    rows = sorted((r.oid, schema.enc_loc(schema.ObjLoc(pack_no, r.offset, r.stored_len,
+                                                      r.plain_len, r.kind, r.codec)))
+                  for r in recs)
+    with txn.cursor(db=index.dbs["objects"]) as cur:
+        cur.putmulti(rows, overwrite=replace)
     return pack_no
