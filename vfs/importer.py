@@ -250,7 +250,7 @@ class Importer:
     def _place_file(self, job: _File, ref: ContentRef, size: int) -> None:
         st = job.st
         job.entry = Entry(job.name, Kind.FILE, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
-                          size, ref, job.xattrs, job.link)
+                          size, ref, job.xattrs, job.link, st.st_nlink if job.link else 1)
         job.dir.entries[job.slot] = job.entry
         self.files += 1
         self.logical += size

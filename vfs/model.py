@@ -86,16 +86,23 @@ class Entry:
     ref: bytes
     xattrs: Xattrs = ()
     link: int = 0
+    nlink: int = 1
+    """For hard-linked files, the link count the source reported (what `stat` shows)."""
 
     def encode(self) -> list[Any]:
-        return [self.name, int(self.kind), self.mode, self.uid, self.gid, self.mtime_ns,
-                self.size, self.ref, [list(x) for x in self.xattrs] or None, self.link]
+        row = [self.name, int(self.kind), self.mode, self.uid, self.gid, self.mtime_ns,
+               self.size, self.ref, [list(x) for x in self.xattrs] or None, self.link]
+        if self.nlink != 1:
+            row.append(self.nlink)
+        return row
 
     @classmethod
     def decode(cls, row: list[Any]) -> Entry:
-        name, kind, mode, uid, gid, mtime_ns, size, ref, xattrs, link = row
+        name, kind, mode, uid, gid, mtime_ns, size, ref, xattrs, link = row[:10]
         xa: Xattrs = tuple((bytes(k), bytes(v)) for k, v in xattrs) if xattrs else ()
-        return cls(bytes(name), Kind(kind), mode, uid, gid, mtime_ns, size, bytes(ref), xa, link)
+        nlink = row[10] if len(row) > 10 else 1
+        return cls(bytes(name), Kind(kind), mode, uid, gid, mtime_ns, size, bytes(ref), xa, link,
+                   nlink)
 
     @property
     def tree(self) -> TreeId:
@@ -108,8 +115,9 @@ class Entry:
         return ContentRef(self.ref)
 
     def same_meta(self, other: Entry) -> bool:
-        return (self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs, self.link) == (
-            other.mode, other.uid, other.gid, other.mtime_ns, other.xattrs, other.link)
+        return (self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs, self.link,
+                self.nlink) == (other.mode, other.uid, other.gid, other.mtime_ns, other.xattrs,
+                                other.link, other.nlink)
 
 
 @dataclass(frozen=True, slots=True)

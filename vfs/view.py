@@ -136,7 +136,7 @@ class VersionsView:
         e = node.entry
         immutable = node.role in (Role.VERSION_DIR, Role.IN_VERSION)
         size = e.size if e.kind in (Kind.FILE, Kind.SYMLINK) else BLOCK
-        return Attr(node.ino, e.mode, 1 if e.kind != Kind.DIR else 2, e.uid, e.gid, size,
+        return Attr(node.ino, e.mode, e.nlink if e.kind != Kind.DIR else 2, e.uid, e.gid, size,
                     (size + BLOCK - 1) // BLOCK * (BLOCK // 512), e.mtime_ns, e.mtime_ns,
                     LONG_TIMEOUT if immutable else ROOT_TIMEOUT)
 
@@ -146,7 +146,7 @@ class VersionsView:
         else:
             # identity without the name: identical files share an inode (and page cache)
             key = ("f", entry.kind, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.size,
-                   entry.ref, entry.xattrs)
+                   entry.ref, entry.xattrs, entry.nlink)
         return self.inodes.node_for(key, Role.IN_VERSION, entry, parent.version, parent.ino)
 
     def lookup(self, parent_ino: int, name: bytes) -> tuple[Node, Attr]:
