@@ -284,7 +284,7 @@ def _list_images(root: Path) -> list[Path]:
     images_dir = root / "images"
     if not images_dir.is_dir():
         raise UsageError(f"{root} does not look like a generated dataset (no images/)")
-    return sorted(p for p in images_dir.glob("*/*.jpg"))
+    return sorted(images_dir.glob("*/*.jpg"))
 
 
 def _mutate_images(root: Path, rnd: random.Random) -> tuple[list[tuple[int, str]], str]:
@@ -295,10 +295,13 @@ def _mutate_images(root: Path, rnd: random.Random) -> tuple[list[tuple[int, str]
     for p in deleted:
         p.unlink()
     class_dirs = sorted(d.name for d in (root / "images").iterdir() if d.is_dir())
-    next_index = 1 + max(int(name.partition("_")[0]) for name in class_dirs)
+    try:
+        next_index = 1 + max(int(name.partition("_")[0]) for name in class_dirs)
+        next_id = 1 + max(int(p.stem) for p in paths)
+    except ValueError as e:
+        raise UsageError(f"{root} was not made by `dataset.py generate` ({e})") from e
     new_class = class_name(next_index)
     (root / "images" / new_class).mkdir()
-    next_id = 1 + max(int(p.stem) for p in paths)
     added: list[tuple[int, str]] = []
     n_add = max(2, round(len(paths) * 0.03))
     for i in range(n_add):
@@ -308,6 +311,27 @@ def _mutate_images(root: Path, rnd: random.Random) -> tuple[list[tuple[int, str]
         (root / image_path(cls, image_id)).write_bytes(image_bytes(rnd))
     in_new = sum(1 for _, cls in added if cls == new_class)
     return added, f"+{len(added)} images ({in_new} in new class {new_class}), -{len(deleted)}"
+
+
+def _sample_runs(rows: list[bytes], rnd: random.Random, target: int) -> list[tuple[int, int]]:
+    """Random runs of consecutive rows of the same image, about `target` rows in all."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    current = rows[0].split(b",", 2)[1:2]
+    for i, row in enumerate(rows):
+        image = row.split(b",", 2)[1:2]
+        if image != current:
+            runs.append((start, i))
+            start, current = i, image
+    runs.append((start, len(rows)))
+    picked: list[tuple[int, int]] = []
+    total = 0
+    for run in rnd.sample(runs, len(runs)):
+        if total >= target:
+            break
+        picked.append(run)
+        total += run[1] - run[0]
+    return sorted(picked)
 
 
 def _mutate_csv(path: Path, rnd: random.Random, added: list[tuple[int, str]]) -> str:
@@ -320,12 +344,15 @@ def _mutate_csv(path: Path, rnd: random.Random, added: list[tuple[int, str]]) ->
         raise UsageError(f"{path} has no rows")
     next_ann = 1 + max(int(r.partition(b",")[0]) for r in rows)
 
-    changed = rnd.sample(range(len(rows)), max(1, round(len(rows) * 0.01)))
-    for i in changed:
-        f = rows[i].decode("ascii").split(",")
-        f[5:11] = box_fields(rnd)
-        f[12] = f"ann_{rnd.randrange(40, 50):02d}"  # a reviewer fixed the box
-        rows[i] = ",".join(f).encode("ascii")
+    # A review pass re-draws every box of ~1% of the images: ~1% of the rows, in runs.
+    changed = 0
+    for start, end in _sample_runs(rows, rnd, max(1, round(len(rows) * 0.01))):
+        for i in range(start, end):
+            f = rows[i].decode("ascii").split(",")
+            f[5:11] = box_fields(rnd)
+            f[12] = f"ann_{rnd.randrange(40, 50):02d}"
+            rows[i] = ",".join(f).encode("ascii")
+        changed += end - start
 
     # ~1000 rows inserted mid-file and ~5000 appended at --scale 1.0, proportional otherwise.
     n_insert = max(10, round(len(rows) * 1000 / CSV_ROWS_AT_1))
@@ -340,7 +367,7 @@ def _mutate_csv(path: Path, rnd: random.Random, added: list[tuple[int, str]]) ->
         out.write(header + b"\n")
         out.write(b"\n".join(rows))
         out.write(b"\n")
-    return f"CSV {len(changed)} rows changed, {n_insert} inserted mid-file, {n_append} appended"
+    return f"CSV {changed} rows changed, {n_insert} inserted mid-file, {n_append} appended"
 
 
 def _mutate_jsonl(path: Path, rnd: random.Random, added: list[tuple[int, str]]) -> str:
@@ -376,9 +403,9 @@ def mutate(root: Path, seed: int) -> str:
         parts.append(_mutate_csv(root / "annotations.csv", rnd, added))
     if (root / "captions.jsonl").exists():
         parts.append(_mutate_jsonl(root / "captions.jsonl", rnd, added))
-    for shard in sorted((root / "shards").glob("*.bin")) if (root / "shards").is_dir() else []:
-        parts.append(_mutate_shard(shard, rnd))
-        break
+    shards = sorted((root / "shards").glob("*.bin"))
+    if shards:
+        parts.append(_mutate_shard(shards[0], rnd))
     return f"mutated {root}: " + "; ".join(parts)
 
 

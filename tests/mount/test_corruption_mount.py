@@ -49,6 +49,5 @@ def test_damaged_chunk_is_eio_and_named_while_the_rest_still_reads(tmp_path: Pat
         log = daemon.log_text()
         assert "@v1/train/victim.bin" in log and "damaged data" in log
         with pytest.raises(OSError):  # still EIO on a second try, never wrong bytes
-            with open(mnt / "@v1/train/victim.bin", "rb") as f:
-                f.read()
+            (mnt / "@v1/train/victim.bin").read_bytes()
         assert os.listdir(mnt / "@v1/train") == ["healthy.bin", "victim.bin"]

@@ -111,10 +111,15 @@ def test_random_reads_return_exact_bytes(history: tuple[Path, list[Path]],
             assert f.read(n) == expect[off:off + n]
 
 
+def _open_close(path: Path, mode: str) -> None:
+    with open(path, mode):
+        pass
+
+
 MUTATIONS = {
-    "open for write": lambda p: open(p / "labels.csv", "r+b"),
+    "open for write": lambda p: _open_close(p / "labels.csv", "r+b"),
     "truncate": lambda p: os.truncate(p / "labels.csv", 0),
-    "create": lambda p: open(p / "new.txt", "wb"),
+    "create": lambda p: _open_close(p / "new.txt", "wb"),
     "unlink": lambda p: os.unlink(p / "labels.csv"),
     "rename": lambda p: os.rename(p / "labels.csv", p / "x.csv"),
     "chmod": lambda p: os.chmod(p / "labels.csv", 0o600),
@@ -142,7 +147,7 @@ def test_every_mutation_of_a_version_fails_with_erofs(mount: tuple[Daemon, Path]
 
 def test_versions_recorded_while_mounted_appear_and_dropped_ones_vanish(
         history: tuple[Path, list[Path]], tmp_path: Path) -> None:
-    store, sources = history
+    store, _ = history
     with mounted(store, tmp_path / "mnt") as daemon:
         mnt = daemon.mountpoint
         src = tmp_path / "src3"
@@ -178,8 +183,9 @@ def test_concurrent_readers_of_different_versions(history: tuple[Path, list[Path
     _, sources = history
     _, mnt = mount
     expect = {1: _hash_tree(str(sources[0])), 2: _hash_tree(str(sources[1]))}
-    code = ("import sys; sys.path.insert(0, %r); from tests.mount.test_versions_mount import "
-            "_hash_tree; print(_hash_tree(sys.argv[1]))" % str(Path(__file__).parents[2]))
+    top = str(Path(__file__).parents[2])
+    code = (f"import sys; sys.path.insert(0, {top!r}); from tests.mount.test_versions_mount "
+            "import _hash_tree; print(_hash_tree(sys.argv[1]))")
     procs = [(n, subprocess.Popen([sys.executable, "-c", code, str(mnt / f"@v{n}")],
                                   stdout=subprocess.PIPE, text=True)) for n in (1, 2, 1, 2, 2)]
     for n, proc in procs:
