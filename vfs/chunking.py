@@ -18,11 +18,12 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pyfastcdc
 
 from vfs.config import ChunkParams
-from vfs.ids import ChunkId, hash_chunk
+from vfs.ids import ChunkId, ObjectId, ObjType, hash_chunk
 from vfs.pack import encode_payload
 
 BLOCK = 32 << 20
@@ -41,13 +42,10 @@ class Piece:
 
 @dataclass(slots=True)
 class Prepared:
-    """A chunk after the worker step: its id, and its encoded payload (with CRC) if it is new."""
+    """A chunk after the worker step: its id (None for a hole) and length."""
 
     cid: ChunkId | None
     length: int
-    codec: int = 0
-    payload: bytes | memoryview | None = None
-    crc: int = 0
 
 
 @dataclass(slots=True)
@@ -134,15 +132,27 @@ class Chunker:
             carry = bytes(view[off:off + length])
 
 
-def prepare_piece(piece: Piece, is_known: Callable[[bytes], bool], level: int) -> Prepared:
-    """Hash a chunk; compress it (and checksum the payload) only if the store lacks it."""
+class ChunkSink(Protocol):
+    """Where workers put new chunks (vfs.objects.ObjectWriter)."""
+
+    def known_checker(self) -> AbstractContextManager[Callable[[bytes], bool]]: ...
+
+    def put_encoded(self, oid: ObjectId, kind: ObjType, plain_len: int, codec: int,
+                    payload: bytes | memoryview, crc: int | None = None, *,
+                    index_checked: bool = False) -> bool: ...
+
+
+def prepare_piece(piece: Piece, is_known: Callable[[bytes], bool], level: int,
+                  sink: ChunkSink) -> Prepared:
+    """Hash a chunk; if the store lacks it, compress, checksum and write it to the sink."""
     if piece.data is None:
         return Prepared(None, piece.length)
     cid = hash_chunk(piece.data)
-    if is_known(cid):
-        return Prepared(cid, piece.length)
-    codec, payload = encode_payload(piece.data, level)
-    return Prepared(cid, piece.length, codec, payload, zlib.crc32(payload))
+    if not is_known(cid):
+        codec, payload = encode_payload(piece.data, level)
+        sink.put_encoded(ObjectId(cid), ObjType.CHUNK, piece.length, codec, payload,
+                         zlib.crc32(payload), index_checked=True)
+    return Prepared(cid, piece.length)
 
 
 _local = threading.local()
@@ -166,7 +176,7 @@ def open_source(path: bytes) -> int:
 
 
 def prepare_file(task: FileTask, is_known: Callable[[bytes], bool], level: int,
-                 params: ChunkParams) -> FileResult:
+                 params: ChunkParams, sink: ChunkSink) -> FileResult:
     """Worker step for a whole file: open, read, chunk, hash, compress new chunks."""
     result = FileResult()
     try:
@@ -177,7 +187,7 @@ def prepare_file(task: FileTask, is_known: Callable[[bytes], bool], level: int,
     try:
         st = result.st = os.fstat(fd)
         for piece in _chunker(params).pieces(fd, st.st_size, st.st_blocks):
-            result.spans.append(prepare_piece(piece, is_known, level))
+            result.spans.append(prepare_piece(piece, is_known, level, sink))
         after = os.fstat(fd)
         result.changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size)
     except OSError as exc:
@@ -187,13 +197,12 @@ def prepare_file(task: FileTask, is_known: Callable[[bytes], bool], level: int,
     return result
 
 
-def prepare_batch(items: list[Piece | FileTask],
-                  known_checker: Callable[[], AbstractContextManager[Callable[[bytes], bool]]],
-                  level: int, params: ChunkParams) -> list[Prepared | FileResult]:
-    """Worker step for a batch of chunks of a big file and of whole small files, in order.
+def prepare_batch(items: list[FileTask], sink: ChunkSink, level: int,
+                  params: ChunkParams) -> list[FileResult]:
+    """Worker step for a batch of files, in order.
 
-    `known_checker()` gives a context with one index snapshot for the whole batch.
+    One index snapshot serves the batch's existence checks; new chunks are written by this
+    worker thread into its own pack, so only chunk ids come back to the walking thread.
     """
-    with known_checker() as is_known:
-        return [prepare_piece(item, is_known, level) if isinstance(item, Piece)
-                else prepare_file(item, is_known, level, params) for item in items]
+    with sink.known_checker() as is_known:
+        return [prepare_file(item, is_known, level, params, sink) for item in items]

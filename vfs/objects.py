@@ -97,7 +97,13 @@ class WriteStats:
 
 
 class ObjectWriter:
-    """Writes new objects into packs (data and metadata apart) and indexes each sealed pack."""
+    """Writes new objects into packs and indexes each sealed pack.
+
+    Metadata goes to one pack written by the owning thread. Data chunks may be written from
+    worker threads, each into a pack of its own, so compression, checksums and writes run in
+    parallel. `pending` holds ids written but not yet indexed; claiming an id is atomic, so
+    two threads never both write the same new chunk.
+    """
 
     def __init__(self, index: Index, packs_dir: Path, reader: ObjectReader, zstd_level: int,
                  pack_target: int) -> None:
@@ -106,9 +112,10 @@ class ObjectWriter:
         self.reader = reader
         self.zstd_level = zstd_level
         self.pack_target = pack_target
-        self._writers: dict[bool, PackWriter] = {}
+        self._writers: dict[object, PackWriter] = {}
         self.pending: set[bytes] = set()
         self.stats = WriteStats()
+        self._lock = threading.Lock()
         self._sealer: ThreadPoolExecutor | None = None
         self._sealing: list[Future[None]] = []
         self._txn: Any = None
@@ -117,7 +124,7 @@ class ObjectWriter:
         self._txn_seals = 0
 
     def snapshot(self) -> Any:
-        """A read snapshot of the index for the writer's thread, renewed after each seal and
+        """A read snapshot of the index for the owning thread, renewed after each seal and
         every few thousand uses. A stale snapshot can only cause a duplicate write (harmless,
         gc reclaims it), never a missing object: `pending` covers objects not yet indexed."""
         if self._txn is None or self._txn_uses > 4096 or self._txn_seals != self._seals:
@@ -130,6 +137,7 @@ class ObjectWriter:
         return self._txn
 
     def has(self, oid: bytes, txn: Any = None) -> bool:
+        """Owning thread only (uses its snapshot unless given a transaction)."""
         if oid in self.pending:
             return True
         return self.reader.exists(oid, txn if txn is not None else self.snapshot())
@@ -143,29 +151,36 @@ class ObjectWriter:
             yield lambda oid: oid in pending or txn.get(oid, db=db) is not None
 
     def put_encoded(self, oid: ObjectId, kind: ObjType, plain_len: int, codec: int,
-                    payload: bytes | memoryview, crc: int | None = None) -> bool:
-        """Store an already compressed object unless it is stored already. True if written."""
-        if self.has(oid):
+                    payload: bytes | memoryview, crc: int | None = None, *,
+                    index_checked: bool = False) -> bool:
+        """Store an encoded object unless it is stored already; True if written.
+
+        Worker threads pass `index_checked=True` after their own snapshot said the id is new.
+        """
+        if not index_checked and self.reader.exists(oid, self.snapshot()):
             return False
-        is_meta = kind != ObjType.CHUNK
-        writer = self._writers.get(is_meta)
-        if writer is None:
-            writer = self._writers[is_meta] = PackWriter(self.packs_dir)
-        writer.add(oid, kind, codec, plain_len, payload, crc)
-        self.pending.add(oid)
-        self.stats.new_objects += 1
-        self.stats.new_stored_bytes += len(payload)
-        self.stats.new_plain_bytes += plain_len
+        key: object = "meta" if kind != ObjType.CHUNK else threading.get_ident()
+        with self._lock:
+            if oid in self.pending:
+                return False
+            self.pending.add(oid)
+            writer = self._writers.get(key)
+            if writer is None:
+                writer = self._writers[key] = PackWriter(self.packs_dir)
+            self.stats.new_objects += 1
+            self.stats.new_stored_bytes += len(payload)
+            self.stats.new_plain_bytes += plain_len
+        writer.add(oid, kind, codec, plain_len, payload, crc)  # only this thread uses `writer`
         if writer.size >= self.pack_target:
-            self._seal_in_background(is_meta)
+            self._seal_in_background(key)
         return True
 
     def put_meta(self, kind: ObjType, plain: bytes) -> ObjectId:
-        """Store a metadata object (deduplicated) and return its id."""
+        """Store a metadata object (deduplicated) and return its id. Owning thread only."""
         oid = hash_object(kind, plain)
         if not self.has(oid):
             codec, payload = encode_payload(plain, self.zstd_level)
-            self.put_encoded(oid, kind, len(plain), codec, payload)
+            self.put_encoded(oid, kind, len(plain), codec, payload, index_checked=True)
         return oid
 
     def _seal_writer(self, writer: PackWriter, extra: Any = None) -> None:
@@ -174,44 +189,59 @@ class ObjectWriter:
             register_pack(self.index, txn, sealed)
             if extra is not None:
                 extra(txn)
-        for rec in sealed.records:
-            self.pending.discard(rec.oid)
-        self._seals += 1
+        with self._lock:
+            for rec in sealed.records:
+                self.pending.discard(rec.oid)
+            self._seals += 1
 
-    def _seal_in_background(self, is_meta: bool) -> None:
+    def _seal_in_background(self, key: object) -> None:
         """Hand a full pack to the sealing thread: its fsync overlaps with writing the next.
 
         At most two packs wait for their fsync; an error in sealing is raised here or at
         `flush`/`commit_with`, before any version could reference the pack's objects.
         """
-        writer = self._writers.pop(is_meta)
-        if self._sealer is None:
-            self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsfs-seal")
-        while len(self._sealing) >= 2:
-            self._sealing.pop(0).result()
-        self._sealing.append(self._sealer.submit(self._seal_writer, writer))
+        with self._lock:
+            writer = self._writers.pop(key)
+            if self._sealer is None:
+                self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsfs-seal")
+            waits = self._sealing[:-1] if len(self._sealing) >= 2 else []
+            self._sealing = [f for f in self._sealing if f not in waits]
+            self._sealing.append(self._sealer.submit(self._seal_writer, writer))
+        for fut in waits:
+            fut.result()
 
     def _wait_sealing(self) -> None:
-        while self._sealing:
-            self._sealing.pop(0).result()
+        with self._lock:
+            waits, self._sealing = self._sealing, []
+        for fut in waits:
+            fut.result()
+
+    def _take_writers(self) -> list[PackWriter]:
+        """Every open pack, data packs first (call when no worker is writing)."""
+        with self._lock:
+            meta = self._writers.pop("meta", None)
+            data = list(self._writers.values())
+            self._writers.clear()
+        return data + ([meta] if meta is not None else [])
 
     def flush(self) -> None:
         """Seal and index every open pack."""
         self._wait_sealing()
-        for is_meta in list(self._writers):
-            self._seal_writer(self._writers.pop(is_meta))
+        for writer in self._take_writers():
+            self._seal_writer(writer)
 
     def commit_with(self, fn: Any) -> None:
-        """Seal everything; the last seal's index transaction also runs `fn(txn)` (atomically)."""
+        """Seal everything; the last index transaction also runs `fn(txn)` (atomically)."""
         self._wait_sealing()
         self._end_snapshot()
-        if False in self._writers:
-            self._seal_writer(self._writers.pop(False))
-        if True not in self._writers:
+        writers = self._take_writers()
+        for writer in writers[:-1]:
+            self._seal_writer(writer)
+        if writers:
+            self._seal_writer(writers[-1], fn)
+        else:
             with self.index.write() as txn:
                 fn(txn)
-        else:
-            self._seal_writer(self._writers.pop(True), fn)
         self._close_sealer()
 
     def _end_snapshot(self) -> None:
@@ -227,14 +257,14 @@ class ObjectWriter:
 
     def abort(self) -> None:
         """Drop unsealed packs. Packs already sealed stay (unreferenced until gc)."""
-        for fut in self._sealing:
+        with self._lock:
+            waits, self._sealing = self._sealing, []
+        for fut in waits:
             with contextlib.suppress(Exception):
                 fut.result()
-        self._sealing.clear()
         self._close_sealer()
-        for writer in self._writers.values():
+        for writer in self._take_writers():
             writer.abort()
-        self._writers.clear()
 
 
 def register_pack(index: Index, txn: Any, sealed: SealedPack, records: list[Record] | None = None,

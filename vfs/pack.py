@@ -67,19 +67,19 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
-PROBE = 32 * 1024
+PROBE = 8 * 1024
 
 
 def encode_payload(data: bytes | memoryview, level: int) -> tuple[int, bytes | memoryview]:
     """Compress `data` with zstd; keep it raw when compression saves less than 2%.
 
-    Large chunks are probed first: if their first 32 KiB do not shrink by 3% at level 1 (JPEG,
-    video, encrypted or already compressed shards), the chunk is stored raw without paying for a
-    full compression pass. This halves the CPU cost of importing image datasets.
+    Chunks over 16 KiB are probed first: if their first 8 KiB do not shrink by 3% at level 1
+    (JPEG, video, encrypted or already compressed shards), the chunk is stored raw without
+    paying for a full compression pass. This halves the CPU cost of importing image datasets.
     """
     if len(data) < 64:
         return CODEC_RAW, bytes(data)
-    if len(data) > 4 * PROBE:
+    if len(data) > 2 * PROBE:
         probe = _compressor(1).compress(data[:PROBE])
         if len(probe) > PROBE * 0.97:
             return CODEC_RAW, data  # no copy: the caller's buffer lives until it is written
