@@ -87,12 +87,17 @@ def data_extents(fd: int, size: int, blocks: int) -> list[tuple[int, int]]:
 
 
 class Chunker:
-    """Yields the pieces of a file. One instance per thread."""
+    """Yields the pieces of a file. One instance per thread.
+
+    Reads go into one reused buffer: a piece's data is valid only until the next piece is
+    requested (the caller hashes, compresses and writes it before asking for more).
+    """
 
     def __init__(self, params: ChunkParams) -> None:
         self.params = params
         self._cdc = pyfastcdc.FastCDC(avg_size=params.avg_size, min_size=params.min_size,
                                       max_size=params.max_size)
+        self._buf = bytearray(BLOCK + params.max_size)
 
     def pieces(self, fd: int, size: int, blocks: int) -> Iterator[Piece]:
         pos = 0
@@ -105,23 +110,25 @@ class Chunker:
             yield Piece(size - pos, None)
 
     def _extent(self, fd: int, start: int, end: int) -> Iterator[Piece]:
-        carry = b""
+        buf = self._buf
+        mv = memoryview(buf)
+        carry = 0  # bytes at the front of buf that belong to the next chunk
         pos = start
-        while pos < end or carry:
+        while True:
             want = min(BLOCK, end - pos)
-            block = os.pread(fd, want, pos) if want > 0 else b""
-            pos += len(block)
-            at_end = pos >= end or len(block) < want
-            buf = carry + block if carry else block
-            if not buf:
+            got = os.preadv(fd, [mv[carry:carry + want]], pos) if want > 0 else 0
+            pos += got
+            at_end = pos >= end or got < want
+            total = carry + got
+            if total == 0:
                 return
-            if len(buf) <= self.params.min_size:
-                if at_end:
-                    yield Piece(len(buf), buf)
-                    return
-                carry = buf
+            view = mv[:total]
+            if total <= self.params.min_size and not at_end:
+                carry = total
                 continue
-            view = memoryview(buf)
+            if total <= self.params.min_size:
+                yield Piece(total, view)
+                return
             cuts = [(c.offset, c.length) for c in self._cdc.cut_buf(view)]
             last = len(cuts) if at_end else len(cuts) - 1
             for off, length in cuts[:last]:
@@ -129,7 +136,8 @@ class Chunker:
             if at_end:
                 return
             off, length = cuts[-1]
-            carry = bytes(view[off:off + length])
+            buf[:length] = bytes(mv[off:off + length])
+            carry = length
 
 
 class ChunkSink(Protocol):
