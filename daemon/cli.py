@@ -346,7 +346,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     opts = mount.MountOptions(store=store_path(args).absolute(),
                               mountpoint=Path(args.mountpoint).absolute(),
-                              allow_other=args.allow_other, cache_bytes=args.cache_size)
+                              allow_other=args.allow_other, cache_bytes=args.cache_size,
+                              xattrs=args.xattrs)
     Store.open(opts.store).close()  # a missing or foreign store fails here, in the caller
     if args.foreground:
         level = logging.DEBUG if args.debug else logging.INFO
@@ -364,7 +365,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return 0
     mount.preflight(opts)
     argv = ["--store", str(opts.store), "mount", str(opts.mountpoint),
-            "--cache-size", str(args.cache_size)]
+            "--cache-size", str(args.cache_size), "--xattrs", args.xattrs]
     if args.allow_other:
         argv.append("--allow-other")
     if args.debug:
@@ -449,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "in /etc/fuse.conf unless root)")
     p.add_argument("--cache-size", type=parse_size, default=512 << 20, metavar="SIZE",
                    help="bytes of decompressed chunks kept in memory (default 512M)")
+    p.add_argument("--xattrs", choices=("auto", "on", "off"), default="auto",
+                   help="serve extended attributes: auto (default) serves them when some "
+                        "version has any, and otherwise tells the kernel there are none, which "
+                        "keeps `ls -l` from asking the daemon once per file")
     p.add_argument("--debug", action="store_true", help="log every request")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p = add("umount", cmd_umount, "unmount and wait for the daemon to exit")

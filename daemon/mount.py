@@ -43,6 +43,8 @@ class MountOptions:
     mountpoint: Path
     allow_other: bool = False
     cache_bytes: int = 512 << 20
+    xattrs: str = "auto"
+    """on: serve xattrs; off: tell the kernel there are none; auto: on if any version has one"""
 
 
 # -- looking at mounts ---------------------------------------------------------------------
@@ -188,7 +190,8 @@ async def raise_read_ahead(mountpoint: Path) -> None:
             return
 
 
-async def _poll_versions(view: VersionsView) -> None:
+async def _poll_versions(view: VersionsView, ops: Operations) -> None:
+    warned = False
     while True:
         await trio.sleep(POLL_SECONDS)
         try:
@@ -196,6 +199,10 @@ async def _poll_versions(view: VersionsView) -> None:
         except DsfsError as exc:
             log.warning("could not re-read the version log: %s", exc)
             continue
+        if changed and not ops.serve_xattrs and not warned and view.has_xattrs():
+            warned = True
+            log.warning("a version with extended attributes appeared; remount (or mount with "
+                        "--xattrs on) to see them")
         for name in changed:
             log.info("root changed: %s", os.fsdecode(name))
             pyfuse3.invalidate_entry_async(pyfuse3.InodeT(ROOT_INO), pyfuse3.FileNameT(name),
@@ -216,7 +223,9 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     preflight(opts)
     store = Store.open(opts.store, cache_bytes=opts.cache_bytes)
     view = VersionsView(store)
-    ops = Operations(view)
+    serve = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
+    ops = Operations(view, serve_xattrs=serve)
+    log.info("extended attributes %s (--xattrs %s)", "served" if serve else "off", opts.xattrs)
     options = set(pyfuse3.default_options)
     options |= {"fsname=dsfs", "subtype=dsfs"}
     if opts.allow_other:
@@ -245,7 +254,7 @@ async def _main(ops: Operations, view: VersionsView, mountpoint: Path,
         signals_ready = trio.Event()
         nursery.start_soon(_watch_signals, signals_ready)
         await signals_ready.wait()
-        nursery.start_soon(_poll_versions, view)
+        nursery.start_soon(_poll_versions, view, ops)
         nursery.start_soon(raise_read_ahead, mountpoint)
         log.info("serving %d versions", len(view.versions))
         sd_notify("READY=1\nSTATUS=serving")

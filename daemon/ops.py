@@ -76,11 +76,14 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
 class Operations(pyfuse3.Operations):
     """pyfuse3 handlers over a VersionsView."""
 
-    enable_acl = False
-
-    def __init__(self, view: VersionsView, read_threads: int = 4) -> None:
+    def __init__(self, view: VersionsView, read_threads: int = 4,
+                 serve_xattrs: bool = True) -> None:
         super().__init__()
         self.view = view
+        self.serve_xattrs = serve_xattrs
+        # With xattrs served, the kernel caches POSIX ACL lookups per inode (FUSE_POSIX_ACL), so
+        # `ls -l` asks the daemon once per file for the ACL, not on every listing.
+        self.enable_acl = serve_xattrs
         self._dirs: dict[int, DirHandle] = {}
         self._files: dict[int, FileHandle] = {}
         self._next_fh = 1
@@ -202,14 +205,22 @@ class Operations(pyfuse3.Operations):
 
     # -- xattrs, statfs --------------------------------------------------------------------
 
+    def _xattrs_served(self) -> None:
+        if not self.serve_xattrs:
+            # ENOSYS tells the kernel this mount has no xattrs: it stops asking (for good), so
+            # `ls -l` no longer costs a round trip per file for security.selinux.
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+
     @guarded
     async def listxattr(self, inode: pyfuse3.InodeT,
                         ctx: pyfuse3.RequestContext) -> Sequence[pyfuse3.XAttrNameT]:
+        self._xattrs_served()
         return [pyfuse3.XAttrNameT(n) for n in self.view.listxattr(inode)]
 
     @guarded
     async def getxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT,
                        ctx: pyfuse3.RequestContext) -> bytes:
+        self._xattrs_served()
         return self.view.getxattr(inode, name)
 
     @guarded

@@ -100,6 +100,7 @@ class _File:
 
 
 def read_xattrs(path: bytes) -> Xattrs:
+    """All extended attributes of a path (not following symlinks), sorted by name."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
@@ -149,9 +150,16 @@ class Importer:
         self.cache_updates: dict[bytes, bytes] = {}
         self.links: dict[tuple[int, int], _File | Entry] = {}
         self.files = self.dirs = self.symlinks = self.logical = self.reused = 0
+        self.xattr_entries = 0
         self.root_entry: Entry | None = None
         st = store.root.stat()
         self.store_ident = (st.st_dev, st.st_ino)
+
+    def _xattrs(self, path: bytes) -> Xattrs:
+        found = read_xattrs(path)
+        if found:
+            self.xattr_entries += 1
+        return found
 
     # -- pipeline --------------------------------------------------------------------------
 
@@ -278,7 +286,7 @@ class Importer:
                     self._mark("link", first, job)
                 return
             link = int.from_bytes(hash_bytes(rel)[:7], "little") or 1
-        job = _File(ctx, len(ctx.entries), name, rel, st, read_xattrs(path), link)
+        job = _File(ctx, len(ctx.entries), name, rel, st, self._xattrs(path), link)
         ctx.entries.append(None)
         if link:
             self.links[(st.st_dev, st.st_ino)] = job
@@ -314,7 +322,7 @@ class Importer:
 
     def walk(self) -> None:
         root_st = os.lstat(self.src)
-        root = _Dir(b"", root_st, read_xattrs(self.src), None, 0)
+        root = _Dir(b"", root_st, self._xattrs(self.src), None, 0)
         stack: list[tuple[_Dir, bytes, Iterator[tuple[bytes, os.stat_result]]]] = [
             (root, self.src, self._children(root, self.src))]
         while stack:
@@ -332,7 +340,7 @@ class Importer:
                 if (st.st_dev, st.st_ino) == self.store_ident:
                     self.skipped.append(Skipped(os.fsdecode(rel), "is the dsfs store itself"))
                     continue
-                sub = _Dir(rel, st, read_xattrs(path), ctx, len(ctx.entries))
+                sub = _Dir(rel, st, self._xattrs(path), ctx, len(ctx.entries))
                 ctx.entries.append(None)
                 stack.append((sub, path, self._children(sub, path)))
             elif stat.S_ISREG(mode):
@@ -345,11 +353,11 @@ class Importer:
                                                 f"{exc.strerror}"))
                     continue
                 ctx.entries.append(Entry(name, Kind.SYMLINK, mode, st.st_uid, st.st_gid,
-                                         st.st_mtime_ns, len(target), target, read_xattrs(path)))
+                                         st.st_mtime_ns, len(target), target, self._xattrs(path)))
                 self.symlinks += 1
             elif stat.S_ISFIFO(mode):
                 ctx.entries.append(Entry(name, Kind.FIFO, mode, st.st_uid, st.st_gid,
-                                         st.st_mtime_ns, 0, b"", read_xattrs(path)))
+                                         st.st_mtime_ns, 0, b"", self._xattrs(path)))
             else:
                 what = ("socket" if stat.S_ISSOCK(mode) else "block device" if stat.S_ISBLK(mode)
                         else "character device" if stat.S_ISCHR(mode) else "special file")
@@ -370,7 +378,7 @@ class Importer:
                                  logical_bytes=self.logical,
                                  new_chunks=self.writer.stats.new_objects,
                                  new_stored_bytes=self.writer.stats.new_stored_bytes,
-                                 reused_files=self.reused)
+                                 reused_files=self.reused, xattr_entries=self.xattr_entries)
             cache = sorted(self.cache_updates.items())
             self.cache_updates.clear()
 

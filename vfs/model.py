@@ -145,11 +145,14 @@ class VersionStats:
     new_chunks: int = 0
     new_stored_bytes: int = 0
     reused_files: int = 0
+    xattr_entries: int = 0
+    """Entries carrying extended attributes (the mount serves xattrs only if some do)."""
 
     def to_dict(self) -> dict[str, int]:
         return {"files": self.files, "dirs": self.dirs, "symlinks": self.symlinks,
                 "logical_bytes": self.logical_bytes, "new_chunks": self.new_chunks,
-                "new_stored_bytes": self.new_stored_bytes, "reused_files": self.reused_files}
+                "new_stored_bytes": self.new_stored_bytes, "reused_files": self.reused_files,
+                "xattr_entries": self.xattr_entries}
 
     @classmethod
     def from_dict(cls, d: dict[str, int]) -> VersionStats:

@@ -291,6 +291,10 @@ class VersionsView:
 
     # -- xattrs and statfs -----------------------------------------------------------------
 
+    def has_xattrs(self) -> bool:
+        """Whether any version holds an extended attribute."""
+        return any(v.stats.xattr_entries for v in self.versions.values())
+
     def listxattr(self, ino: int) -> list[bytes]:
         return [k for k, _ in self.node(ino).entry.xattrs]
 
