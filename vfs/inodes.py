@@ -1,10 +1,12 @@
 """Inode numbers of a mounted store: allocation, lookup counts and forgetting.
 
 Owns: every inode number the filesystem hands out. Numbers are never reused within a mount.
-Identical files (same content and attributes) share one inode across versions, so the kernel's
-page cache serves `@v3/x` from what `@v2/x` already read. Directories get one inode per path,
-since the kernel allows a directory only one parent. Never imports: daemon, trio, pyfuse3.
-Called from the trio thread only (not thread-safe by design: no locks on the hot path).
+Directories (and the root's entries) get numbers from a counter and a node in the table, with
+exact lookup counts. A non-directory inside a version needs no state at all: its number encodes
+its directory's number and its position in that (immutable) directory, so a million files the
+kernel holds cost the daemon nothing (`file_ino`). Hard-linked files get table nodes keyed by
+their link group, so every path of a hard link has one inode. Never imports: daemon, trio,
+pyfuse3. Called from the trio thread only (not thread-safe by design: no locks on the hot path).
 """
 
 from __future__ import annotations
@@ -16,6 +18,25 @@ from enum import IntEnum
 from vfs.model import Entry
 
 ROOT_INO = 1
+POSITIONAL = 1 << 62
+INDEX_BITS = 24
+MAX_INDEX = (1 << INDEX_BITS) - 1
+MAX_DIR_INO = (1 << (62 - INDEX_BITS)) - 1
+
+
+def file_ino(dir_ino: int, index: int) -> int | None:
+    """The positional inode of entry `index` of directory `dir_ino`, if it fits the encoding."""
+    if index > MAX_INDEX or dir_ino > MAX_DIR_INO:
+        return None
+    return POSITIONAL | (dir_ino << INDEX_BITS) | index
+
+
+def split_file_ino(ino: int) -> tuple[int, int] | None:
+    """(directory inode, position) of a positional inode, or None for a table inode."""
+    if not ino & POSITIONAL:
+        return None
+    rest = ino & ~POSITIONAL
+    return rest >> INDEX_BITS, rest & MAX_INDEX
 
 
 class Role(IntEnum):
@@ -34,6 +55,7 @@ class Node:
     entry: Entry
     version: int
     key: Hashable
+    """Identity in the table; None for a positional node, which the table never holds."""
     parent: int = 0
     """The directory this node was first found in (for naming it in logs)."""
     lookups: int = 0
@@ -75,7 +97,8 @@ class InodeTable:
 
     def remember(self, node: Node, count: int = 1) -> None:
         """The kernel took `count` more references (lookup, readdirplus, create)."""
-        node.lookups += count
+        if node.key is not None:
+            node.lookups += count
 
     def forget(self, ino: int, count: int) -> None:
         node = self._nodes.get(ino)
@@ -89,7 +112,7 @@ class InodeTable:
 
     def drop_unreferenced(self, node: Node) -> None:
         """Forget a node made for a reply the kernel did not take."""
-        if node.lookups <= 0 and node.role != Role.ROOT:
+        if node.key is not None and node.lookups <= 0 and node.role != Role.ROOT:
             self._nodes.pop(node.ino, None)
             if self._by_key.get(node.key) == node.ino:
                 del self._by_key[node.key]

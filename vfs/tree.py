@@ -108,16 +108,52 @@ class TreeReader:
 
     def lookup(self, tree: TreeId, name: bytes) -> Entry | None:
         """Find one name in O(log n) pages."""
+        found = self.lookup_with_index(tree, name)
+        return found[0] if found is not None else None
+
+    def lookup_with_index(self, tree: TreeId, name: bytes) -> tuple[Entry, int] | None:
+        """Find one name and its position in the directory (0-based, name order)."""
         page = self.page(ObjectId(tree))
+        before = 0
         while page.level > 0:
             i = bisect.bisect_right(page.names, name) - 1
             if i < 0:
                 return None
+            before += sum(r[2] for r in page.rows[:i])
             page = self.page(page.rows[i][1])
         i = bisect.bisect_left(page.names, name)
         if i < len(page.names) and page.names[i] == name:
-            return page.entries[i]
+            return page.entries[i], before + i
         return None
+
+    def entry_at(self, tree: TreeId, index: int) -> Entry | None:
+        """The entry at a position (as counted by `lookup_with_index`), in O(log n) pages."""
+        page = self.page(ObjectId(tree))
+        while page.level > 0:
+            for _, child, count in page.rows:
+                if index < count:
+                    page = self.page(child)
+                    break
+                index -= count
+            else:
+                return None
+        return page.entries[index] if 0 <= index < len(page.entries) else None
+
+    def entries_from(self, tree: TreeId, index: int) -> Iterator[Entry]:
+        """Entries from a position on, skipping whole pages by their counts."""
+        yield from self._iter_from(ObjectId(tree), index)
+
+    def _iter_from(self, oid: ObjectId, index: int) -> Iterator[Entry]:
+        page = self.page(oid)
+        if page.level == 0:
+            yield from page.entries[index:]
+            return
+        for _, child, count in page.rows:
+            if index >= count:
+                index -= count
+                continue
+            yield from self._iter_from(child, index)
+            index = 0
 
     def entries(self, tree: TreeId, start_after: bytes | None = None) -> Iterator[Entry]:
         """All entries in name order, optionally starting after a name (for paged listing)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from vfs.content import FileContent
 from vfs.errors import IsADir, NoAttr, NoEntry, NotADir, ReadOnly, StaleHandle
 from vfs.ids import ChunkId, ObjectId
-from vfs.inodes import ROOT_INO, InodeTable, Node, Role
+from vfs.inodes import ROOT_INO, InodeTable, Node, Role, file_ino, split_file_ino
 from vfs.model import REF_CHUNK, REF_LIST, Entry, Kind, Version, ref_id, ref_kind
 from vfs.store import Store
 
@@ -128,9 +128,16 @@ class VersionsView:
 
     def node(self, ino: int) -> Node:
         node = self.inodes.get(ino)
-        if node is None:
-            raise StaleHandle(f"inode {ino} is not known")
-        return node
+        if node is not None:
+            return node
+        where = split_file_ino(ino)
+        if where is not None:
+            parent = self.inodes.get(where[0])
+            if parent is not None and parent.entry.kind == Kind.DIR:
+                entry = self.store.trees.entry_at(parent.entry.tree, where[1])
+                if entry is not None:
+                    return Node(ino, Role.IN_VERSION, entry, parent.version, None, parent.ino)
+        raise StaleHandle(f"inode {ino} is not known")
 
     def attr(self, node: Node) -> Attr:
         e = node.entry
@@ -140,13 +147,22 @@ class VersionsView:
                     (size + BLOCK - 1) // BLOCK * (BLOCK // 512), e.mtime_ns, e.mtime_ns,
                     LONG_TIMEOUT if immutable else ROOT_TIMEOUT)
 
-    def child_node(self, parent: Node, entry: Entry) -> Node:
+    def child_node(self, parent: Node, entry: Entry, index: int) -> Node:
+        """The node of the entry at `index` of directory `parent`.
+
+        Plain files, symlinks and fifos get a positional inode and no table entry; directories
+        get a table node (one per path); hard links one per link group of a version.
+        """
+        if entry.kind != Kind.DIR and not entry.link:
+            ino = file_ino(parent.ino, index)
+            if ino is not None:
+                return Node(ino, Role.IN_VERSION, entry, parent.version, None, parent.ino)
         if entry.kind == Kind.DIR:
             key: object = ("d", parent.ino, entry.name)
+        elif entry.link:
+            key = ("l", parent.version, entry.link)
         else:
-            # identity without the name: identical files share an inode (and page cache)
-            key = ("f", entry.kind, entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.size,
-                   entry.ref, entry.xattrs, entry.nlink)
+            key = ("f", parent.ino, entry.name)
         return self.inodes.node_for(key, Role.IN_VERSION, entry, parent.version, parent.ino)
 
     def lookup(self, parent_ino: int, name: bytes) -> tuple[Node, Attr]:
@@ -157,10 +173,10 @@ class VersionsView:
         if parent.role == Role.ROOT:
             node = self._root_child(name)
         else:
-            entry = self.store.trees.lookup(parent.entry.tree, name)
-            if entry is None:
+            found = self.store.trees.lookup_with_index(parent.entry.tree, name)
+            if found is None:
                 raise NoEntry("no such file")
-            node = self.child_node(parent, entry)
+            node = self.child_node(parent, *found)
         return node, self.attr(node)
 
     def is_immutable(self, ino: int) -> bool:
@@ -208,15 +224,11 @@ class VersionsView:
                 yield name, child, i + 1
             return
         if handle.cursor is None or offset != handle.position:
-            handle.cursor = self.store.trees.entries(node.entry.tree)
-            handle.position = 0
-            for _ in range(offset):
-                if next(handle.cursor, None) is None:
-                    return
-                handle.position += 1
+            handle.cursor = self.store.trees.entries_from(node.entry.tree, offset)
+            handle.position = offset
         for entry in handle.cursor:
             handle.position += 1
-            yield entry.name, self.child_node(node, entry), handle.position
+            yield entry.name, self.child_node(node, entry, handle.position - 1), handle.position
 
     # -- files -----------------------------------------------------------------------------
 

@@ -71,3 +71,18 @@ def test_same_entries_give_the_same_root() -> None:
     es.sort(key=lambda e: e.name)
     assert build_tree(es, objs.put) == build_tree(list(es), objs.put)
     assert build_tree([], objs.put) == build_tree([], objs.put)
+
+
+def test_positions_agree_between_lookup_entry_at_and_entries_from() -> None:
+    objs = MemoryObjects()
+    names = sorted(f"f{i:06d}".encode() for i in range(20_000))
+    root = build_tree([entry(n) for n in names], objs.put)
+    reader = TreeReader(objs.get)
+    for i in (0, 1, 63, 64, 9_999, 19_999):
+        found = reader.lookup_with_index(root, names[i])
+        assert found is not None and found[1] == i
+        at = reader.entry_at(root, i)
+        assert at is not None and at.name == names[i]
+    assert reader.entry_at(root, 20_000) is None
+    assert [e.name for e in reader.entries_from(root, 12_345)] == names[12_345:]
+    assert list(reader.entries_from(root, 20_000)) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,26 @@ def test_root_lists_links_then_versions(view: VersionsView) -> None:
     assert view.readlink(walk(view, b"@latest")) == b"@v2"
 
 
-def test_identical_files_share_an_inode_across_versions(view: VersionsView) -> None:
-    assert walk(view, b"@v1", b"same.txt") == walk(view, b"@v2", b"same.txt")
-    assert walk(view, b"@v1", b"edit.txt") != walk(view, b"@v2", b"edit.txt")
+def test_inodes_are_stable_per_path_and_files_cost_no_table_entry(view: VersionsView) -> None:
+    before = len(view.inodes)
+    first = walk(view, b"@v1", b"many", b"0042")
+    assert walk(view, b"@v1", b"many", b"0042") == first
+    assert walk(view, b"@v2", b"many", b"0042") != first
     assert walk(view, b"@v1", b"many") != walk(view, b"@v2", b"many")  # dirs: one per path
+    assert len(view.inodes) == before + 4  # @v1, @v2 and their many/: no node per file
+    assert view.getattr(first).size == 2
+    assert view.read_blocking(view.open(first, writing=False), 0, 10) == b"42"
+
+
+def test_hard_links_share_one_inode(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "links"
+    write(src / "a", b"same inode")
+    (src / "d").mkdir()
+    os.link(src / "a", src / "d/b")
+    import_tree(store, src, "links")
+    view = VersionsView(store)
+    assert walk(view, b"@v1", b"a") == walk(view, b"@v1", b"d", b"b")
+    assert view.getattr(walk(view, b"@v1", b"a")).nlink == 2
 
 
 def test_readdir_resumes_at_any_offset(view: VersionsView) -> None:
@@ -58,10 +75,10 @@ def test_readdir_resumes_at_any_offset(view: VersionsView) -> None:
 
 
 def test_forget_releases_nodes_but_numbers_are_never_reused(view: VersionsView) -> None:
-    ino = walk(view, b"@v1", b"edit.txt")
+    ino = walk(view, b"@v1", b"many")
     view.forget(ino, 1)
     assert view.inodes.get(ino) is None
-    again = walk(view, b"@v1", b"edit.txt")
+    again = walk(view, b"@v1", b"many")
     assert again != ino and again > ino
 
 
