@@ -28,6 +28,7 @@ from vfs.chunking import (
     FileTask,
     Prepared,
     prepare_batch,
+    prepare_file,
 )
 from vfs.errors import UserError
 from vfs.ids import ChunkId, ObjType, hash_bytes
@@ -58,6 +59,8 @@ WINDOW = 128 << 20
 themselves and return only chunk ids, so this bounds queued work, not memory of file data."""
 BATCH_BYTES = 8 << 20
 BATCH_ITEMS = 256
+INLINE_MAX = 16 << 10
+"""Files up to this size are read and stored by the walking thread itself."""
 MAX_QUEUED = 8192
 """Bound on queued work items, so a tree of tiny files does not pile up in memory."""
 
@@ -196,15 +199,7 @@ class Importer:
             results: list[FileResult] = fut.result()
             self.inflight -= nbytes
             for owner, res in zip(owners, results, strict=True):
-                if res.error:
-                    owner.error = res.error
-                    continue
-                assert res.st is not None
-                owner.st = res.st
-                if res.changed:
-                    self.warnings.append(f"{os.fsdecode(owner.rel)}: modified while being "
-                                         "read; import it again for a consistent copy")
-                owner.spans = res.spans
+                self._take_result(owner, res)
         elif kind == "file":
             self._finish_file(item[1])
         elif kind == "link":
@@ -212,6 +207,17 @@ class Importer:
             self._place_link(first.entry, job)
         elif kind == "dir":
             self._finish_dir(item[1])
+
+    def _take_result(self, owner: _File, res: FileResult) -> None:
+        if res.error:
+            owner.error = res.error
+            return
+        assert res.st is not None
+        owner.st = res.st
+        if res.changed:
+            self.warnings.append(f"{os.fsdecode(owner.rel)}: modified while being read; "
+                                 "import it again for a consistent copy")
+        owner.spans = res.spans
 
     def _drain_all(self) -> None:
         self._flush()
@@ -296,7 +302,13 @@ class Importer:
             self.reused += 1
             self.progress.advance(st.st_size, 1)
             return
-        self._add_work(job, FileTask(path), min(st.st_size, BATCH_BYTES) + 4096)
+        if st.st_size <= INLINE_MAX:
+            # Handing a tiny file to a worker costs more (queues, GIL hand-offs) than reading,
+            # hashing and storing it right here.
+            self._take_result(job, prepare_file(FileTask(path), self.writer.has, self.level,
+                                                self.store.config.chunk, self.writer))
+        else:
+            self._add_work(job, FileTask(path), min(st.st_size, BATCH_BYTES) + 4096)
         self._mark("file", job)
 
     # -- directories -----------------------------------------------------------------------
