@@ -6,6 +6,7 @@ pyfuse3 session in the trio thread; the view is polled for new versions twice a 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
@@ -218,9 +219,28 @@ async def _watch_signals(on_ready: trio.Event) -> None:
             return
 
 
+def bound_malloc() -> None:
+    """Keep freed chunk buffers from piling up in glibc's per-thread heaps.
+
+    Chunks are 128 KiB-2 MiB buffers allocated and freed on worker threads. By default glibc
+    raises its mmap threshold after the first such free and serves later ones from per-thread
+    arenas, which fragment: a 512 MiB chunk cache showed ~900 MiB of anonymous memory after one
+    cold read of the 2 GiB benchmark tree. A fixed threshold returns every big buffer to the
+    kernel on free, and two arenas are plenty for a handful of reader threads.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_mmap_threshold, m_arena_max = -3, -8
+    libc.mallopt(m_mmap_threshold, 128 * 1024)
+    libc.mallopt(m_arena_max, 2)
+
+
 def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (foreground)."""
     preflight(opts)
+    bound_malloc()
     store = Store.open(opts.store, cache_bytes=opts.cache_bytes)
     view = VersionsView(store)
     serve = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
