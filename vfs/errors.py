@@ -62,6 +62,16 @@ class NoSpace(DsfsError):
     exit_code = 8
 
 
+class StoreWriteError(DsfsError):
+    """Writing to the store failed for a reason other than a full disk (EIO, EROFS, ...).
+
+    Deliberately not an OSError, so no code that handles a source file's I/O errors can
+    mistake it for one and carry on.
+    """
+
+    exit_code = 10
+
+
 class CorruptData(DsfsError):
     """Stored bytes fail their checksum; they are never returned as data."""
 

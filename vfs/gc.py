@@ -141,8 +141,9 @@ def collect_garbage(store: Store, dry_run: bool = False,
         # Dead objects in packs that stay are forgotten too, so they are never deduplicated
         # against (their bytes remain until that pack is rewritten).
         with store.index.write() as txn:
+            rewritten = {p.no for p in to_rewrite if p.name not in report.kept_damaged}
             for p in packs.values():
-                if p not in to_delete and p not in to_rewrite:
+                if p not in to_delete and p.no not in rewritten:
                     for oid in p.dead:
                         txn.delete(oid, db=store.index.dbs["objects"])
     return report

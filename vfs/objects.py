@@ -116,6 +116,8 @@ class ObjectWriter:
         self.pending: set[bytes] = set()
         self.stats = WriteStats()
         self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        """The first failure of a background seal: every later write and the commit raise it."""
         self._sealer: ThreadPoolExecutor | None = None
         self._sealing: list[Future[None]] = []
         self._txn: Any = None
@@ -157,6 +159,7 @@ class ObjectWriter:
 
         Worker threads pass `index_checked=True` after their own snapshot said the id is new.
         """
+        self._raise_seal_error()
         if not index_checked and self.reader.exists(oid, self.snapshot()):
             return False
         key: object = "meta" if kind != ObjType.CHUNK else threading.get_ident()
@@ -183,12 +186,22 @@ class ObjectWriter:
             self.put_encoded(oid, kind, len(plain), codec, payload, index_checked=True)
         return oid
 
+    def _raise_seal_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
     def _seal_writer(self, writer: PackWriter, extra: Any = None) -> None:
-        sealed = writer.seal()
-        with self.index.write() as txn:
-            register_pack(self.index, txn, sealed)
-            if extra is not None:
-                extra(txn)
+        try:
+            sealed = writer.seal()
+            with self.index.write() as txn:
+                register_pack(self.index, txn, sealed)
+                if extra is not None:
+                    extra(txn)
+        except BaseException as exc:
+            with self._lock:
+                if self._error is None:
+                    self._error = exc
+            raise
         with self._lock:
             for rec in sealed.records:
                 self.pending.discard(rec.oid)
@@ -227,12 +240,14 @@ class ObjectWriter:
     def flush(self) -> None:
         """Seal and index every open pack."""
         self._wait_sealing()
+        self._raise_seal_error()
         for writer in self._take_writers():
             self._seal_writer(writer)
 
     def commit_with(self, fn: Any) -> None:
         """Seal everything; the last index transaction also runs `fn(txn)` (atomically)."""
         self._wait_sealing()
+        self._raise_seal_error()
         self._end_snapshot()
         writers = self._take_writers()
         for writer in writers[:-1]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import msgpack
 import zstandard
 
-from vfs.errors import CorruptData, NoSpace, ObjectMissing
+from vfs.errors import CorruptData, NoSpace, ObjectMissing, StoreWriteError
 from vfs.fsutil import fsync_dir, no_space
 from vfs.ids import ObjectId, ObjType, PackName, hash_object, short
 
@@ -145,7 +145,8 @@ class PackWriter:
         self.abort()
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise no_space(self.packs_dir) from None
-        raise exc
+        raise StoreWriteError(f"writing pack {self.name[:12]} in {self.packs_dir} failed: "
+                              f"{exc.strerror or exc}") from None
 
     def _write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
@@ -233,47 +234,81 @@ def check_parts(header: bytes, payload: bytes | memoryview, expect: ObjectId, ki
 
 
 class PackReader:
-    """Reads records from packs with a small LRU of open descriptors. Thread-safe."""
+    """Reads records from packs with a small LRU of open descriptors. Thread-safe.
+
+    A descriptor is closed (on eviction or `forget`) only when no read is using it, so a number
+    can never be reused for another pack while a thread is about to pread from it.
+    """
 
     def __init__(self, packs_dir: Path, max_open: int = 64) -> None:
         self.packs_dir = packs_dir
         self.max_open = max_open
         self._fds: OrderedDict[str, int] = OrderedDict()
+        self._users: dict[int, int] = {}
+        self._doomed: set[int] = set()
         self._lock = threading.Lock()
 
-    def _fd(self, name: str) -> int:
+    def _acquire(self, name: str) -> int:
         with self._lock:
             fd = self._fds.get(name)
             if fd is not None:
                 self._fds.move_to_end(name)
+                self._users[fd] = self._users.get(fd, 0) + 1
                 return fd
-        fd = os.open(pack_path(self.packs_dir, name), os.O_RDONLY | os.O_CLOEXEC)
+        new = os.open(pack_path(self.packs_dir, name), os.O_RDONLY | os.O_CLOEXEC)
         with self._lock:
-            self._fds[name] = fd
+            fd = self._fds.get(name)
+            if fd is None:
+                fd = self._fds[name] = new
+            else:
+                os.close(new)  # another thread opened it meanwhile
+            self._users[fd] = self._users.get(fd, 0) + 1
             while len(self._fds) > self.max_open:
                 _, old = self._fds.popitem(last=False)
-                os.close(old)
+                self._close_when_unused(old)
         return fd
+
+    def _release(self, fd: int) -> None:
+        with self._lock:
+            self._users[fd] -= 1
+            if self._users[fd] == 0:
+                del self._users[fd]
+                if fd in self._doomed:
+                    self._doomed.discard(fd)
+                    os.close(fd)
+
+    def _close_when_unused(self, fd: int) -> None:
+        """Called with the lock held."""
+        if self._users.get(fd):
+            self._doomed.add(fd)
+        else:
+            os.close(fd)
 
     def forget(self, name: str) -> None:
         """Close the descriptor of a pack (after gc replaced it)."""
         with self._lock:
             fd = self._fds.pop(name, None)
-        if fd is not None:
-            os.close(fd)
+            if fd is not None:
+                self._close_when_unused(fd)
 
     def read_raw(self, name: str, offset: int, length: int) -> bytes:
+        return self.read_parts(name, [(offset, length)])[0]
+
+    def read_parts(self, name: str, parts: list[tuple[int, int]]) -> list[bytes]:
+        """pread each (offset, length) from one pack, holding its descriptor throughout."""
         try:
-            fd = self._fd(name)
+            fd = self._acquire(name)
         except FileNotFoundError:
             raise ObjectMissing(f"pack {name[:12]} is missing", b"") from None
-        data = os.pread(fd, length, offset)
-        return data
+        try:
+            return [os.pread(fd, length, offset) for offset, length in parts]
+        finally:
+            self._release(fd)
 
     def read(self, name: str, offset: int, oid: ObjectId, kind: ObjType, plain_len: int,
              stored_len: int) -> bytes:
-        header = self.read_raw(name, offset, REC_HEADER.size)
-        payload = self.read_raw(name, offset + REC_HEADER.size, stored_len)
+        header, payload = self.read_parts(
+            name, [(offset, REC_HEADER.size), (offset + REC_HEADER.size, stored_len)])
         try:
             if len(header) < REC_HEADER.size:
                 raise CorruptData(f"object {short(oid)} is truncated", oid)
@@ -284,7 +319,7 @@ class PackReader:
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
-                os.close(fd)
+                self._close_when_unused(fd)
             self._fds.clear()
 
 

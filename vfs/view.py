@@ -226,9 +226,14 @@ class VersionsView:
         if handle.cursor is None or offset != handle.position:
             handle.cursor = self.store.trees.entries_from(node.entry.tree, offset)
             handle.position = offset
-        for entry in handle.cursor:
-            handle.position += 1
-            yield entry.name, self.child_node(node, entry, handle.position - 1), handle.position
+        try:
+            for entry in handle.cursor:
+                handle.position += 1
+                yield entry.name, self.child_node(node, entry, handle.position - 1), \
+                    handle.position
+        except BaseException:
+            handle.cursor = None  # a failed listing restarts from its offset next time
+            raise
 
     # -- files -----------------------------------------------------------------------------
 
