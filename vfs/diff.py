@@ -26,11 +26,6 @@ class Change:
     old: Entry | None
     new: Entry | None
 
-    @property
-    def content_changed(self) -> bool:
-        return (self.old is None or self.new is None or self.old.ref != self.new.ref
-                or self.old.size != self.new.size)
-
 
 def _differing_entries(store: Store, a: TreeId, b: TreeId) -> tuple[list[Entry], list[Entry]]:
     pages_a = store.trees.leaf_pages(a)

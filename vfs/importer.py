@@ -31,7 +31,7 @@ from vfs.chunking import (
     prepare_file,
 )
 from vfs.errors import UserError
-from vfs.ids import ChunkId, ObjType, hash_bytes
+from vfs.ids import ObjType, hash_bytes
 from vfs.model import (
     EMPTY_CONTENT,
     REF_CHUNK,
@@ -151,7 +151,7 @@ class Importer:
         self.skipped: list[Skipped] = []
         self.warnings: list[str] = []
         self.cache_updates: dict[bytes, bytes] = {}
-        self.links: dict[tuple[int, int], _File | Entry] = {}
+        self.links: dict[tuple[int, int], _File] = {}
         self.files = self.dirs = self.symlinks = self.logical = self.reused = 0
         self.xattr_entries = 0
         self.root_entry: Entry | None = None
@@ -284,12 +284,9 @@ class Importer:
             first = self.links.get((st.st_dev, st.st_ino))
             if first is not None:
                 link = first.link
-                job = _File(ctx, len(ctx.entries), name, rel, st, _xattrs_of(first), link)
+                job = _File(ctx, len(ctx.entries), name, rel, st, first.xattrs, link)
                 ctx.entries.append(None)
-                if isinstance(first, Entry):
-                    self._place_link(first, job)
-                else:
-                    self._mark("link", first, job)
+                self._mark("link", first, job)  # placed once the first path's content is known
                 return
             link = int.from_bytes(hash_bytes(rel)[:7], "little") or 1
         job = _File(ctx, len(ctx.entries), name, rel, st, self._xattrs(path), link)
@@ -413,10 +410,6 @@ class Importer:
         return ImportResult(version, self.skipped, self.warnings)
 
 
-def _xattrs_of(first: _File | Entry) -> Xattrs:
-    return first.xattrs
-
-
 def import_tree(store: Store, source: Path, message: str = "", tag: str | None = None,
                 progress: Progress | None = None, workers: int | None = None) -> ImportResult:
     """Record the directory `source` as the next version of `store`."""
@@ -437,4 +430,4 @@ def import_tree(store: Store, source: Path, message: str = "", tag: str | None =
         return Importer(store, source, progress or NoProgress(), workers).run(message, tag)
 
 
-__all__ = ["ChunkId", "ImportResult", "Skipped", "import_tree"]
+__all__ = ["ImportResult", "Skipped", "import_tree"]

@@ -114,11 +114,6 @@ class Entry:
         assert self.kind == Kind.FILE
         return ContentRef(self.ref)
 
-    def same_meta(self, other: Entry) -> bool:
-        return (self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs, self.link,
-                self.nlink) == (other.mode, other.uid, other.gid, other.mtime_ns, other.xattrs,
-                                other.link, other.nlink)
-
 
 @dataclass(frozen=True, slots=True)
 class ChunkSpan:

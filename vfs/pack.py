@@ -33,7 +33,7 @@ from pathlib import Path
 import msgpack
 import zstandard
 
-from vfs.errors import CorruptData, NoSpace, ObjectMissing, StoreWriteError
+from vfs.errors import CorruptData, ObjectMissing, StoreWriteError
 from vfs.fsutil import fsync_dir, no_space
 from vfs.ids import ObjectId, ObjType, PackName, hash_object, short
 
@@ -358,5 +358,5 @@ def _walk_records(data: bytes) -> Iterator[Record]:
         pos += REC_HEADER.size + stored_len
 
 
-__all__ = ["CODEC_RAW", "CODEC_ZSTD", "NoSpace", "PackReader", "PackWriter", "Record",
+__all__ = ["CODEC_RAW", "CODEC_ZSTD", "PackReader", "PackWriter", "Record",
            "SealedPack", "check_record", "encode_payload", "pack_path", "scan_pack"]

@@ -33,7 +33,7 @@ from typing import Any
 
 import msgpack
 
-from vfs.ids import ObjectId, ObjType, hash_bytes
+from vfs.ids import ObjType, hash_bytes
 
 INDEX_FORMAT = 1
 DATABASES = ("meta", "objects", "packs", "packnames", "versions", "dropped", "tags", "filecache")
@@ -105,8 +105,4 @@ def filecache_key(root: bytes, relpath: bytes) -> bytes:
     return hash_bytes(root + b"\0" + relpath)[:20]
 
 
-def is_object_id(b: bytes) -> bool:
-    return len(b) == 32
-
-
-__all__ = ["DATABASES", "ObjLoc", "ObjectId"]
+__all__ = ["DATABASES", "ObjLoc"]

@@ -183,13 +183,3 @@ class TreeReader:
             else:
                 stack.extend(reversed([r[1] for r in page.rows]))
         return out
-
-    def page_ids(self, tree: TreeId) -> Iterator[ObjectId]:
-        """Every page id of a tree (inner and leaf), for gc and verify."""
-        stack = [ObjectId(tree)]
-        while stack:
-            oid = stack.pop()
-            yield oid
-            page = self.page(oid)
-            if page.level > 0:
-                stack.extend(r[1] for r in page.rows)

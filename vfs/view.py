@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from vfs.content import FileContent
 from vfs.errors import IsADir, NoAttr, NoEntry, NotADir, ReadOnly, StaleHandle
-from vfs.ids import ChunkId, ObjectId
+from vfs.ids import ChunkId
 from vfs.inodes import ROOT_INO, InodeTable, Node, Role, file_ino, split_file_ino
 from vfs.model import REF_CHUNK, REF_LIST, Entry, Kind, Version, ref_id, ref_kind
 from vfs.store import Store
@@ -324,8 +324,5 @@ class VersionsView:
     def statfs(self) -> os.statvfs_result:
         return os.statvfs(self.store.root)
 
-    def refuse_change(self) -> None:
-        raise ReadOnly("versions are read-only")
 
-
-__all__ = ["ROOT_INO", "Attr", "DirHandle", "FileHandle", "ObjectId", "VersionsView"]
+__all__ = ["ROOT_INO", "Attr", "DirHandle", "FileHandle", "VersionsView"]
