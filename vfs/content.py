@@ -135,11 +135,23 @@ class ContentReader:
 
     def read(self, ref: ContentRef, size: int, offset: int, length: int) -> bytes:
         """Up to `length` bytes at `offset` of a file of `size` bytes."""
+        data = self._read(ref, size, offset, length, self.chunk)
+        assert data is not None
+        return data
+
+    def read_cached(self, ref: ContentRef, size: int, offset: int, length: int) -> bytes | None:
+        """Like `read`, but None as soon as a needed chunk is not in the cache (never blocks on
+        disk or decompression, so the FUSE loop can call it inline)."""
+        return self._read(ref, size, offset, length, self.cache.get)
+
+    def _read(self, ref: ContentRef, size: int, offset: int, length: int,
+              fetch: Callable[[ChunkId], bytes | None]) -> bytes | None:
         if offset >= size or length <= 0:
             return b""
         length = min(length, size - offset)
         if ref_kind(ref) == REF_CHUNK:
-            return self.chunk(ChunkId(ref_id(ref)))[offset:offset + length]
+            whole = fetch(ChunkId(ref_id(ref)))
+            return None if whole is None else whole[offset:offset + length]
         fc = self.layout(ref)
         i = fc.locate(offset)
         out: list[bytes] = []
@@ -153,7 +165,10 @@ class ContentReader:
             if span.cid is None:
                 out.append(bytes(hi - lo))
             else:
-                out.append(self.chunk(span.cid)[lo:hi])
+                chunk = fetch(span.cid)
+                if chunk is None:
+                    return None
+                out.append(chunk[lo:hi])
             pos = start + hi
             i += 1
         return b"".join(out)

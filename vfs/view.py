@@ -251,11 +251,7 @@ class VersionsView:
     def read_cached(self, fh: FileHandle, offset: int, size: int) -> bytes | None:
         """The bytes if every chunk they need is in the cache, else None (then read_blocking)."""
         e = fh.node.entry
-        contents = self.store.contents
-        for cid in self._chunks_for(fh, offset, size):
-            if contents.cache.get(cid) is None:
-                return None
-        return contents.read(e.content, e.size, offset, size)
+        return self.store.contents.read_cached(e.content, e.size, offset, size)
 
     def read_blocking(self, fh: FileHandle, offset: int, size: int) -> bytes:
         """Read through the store (may block on disk and decompression: worker thread)."""
