@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -298,14 +299,17 @@ def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> 
     os.close(write_fd)
     deadline = time.monotonic() + timeout
     chunks = b""
-    with os.fdopen(read_fd, "rb") as pipe:
-        while time.monotonic() < deadline:
-            data = pipe.read1(4096) if hasattr(pipe, "read1") else pipe.read(4096)
+    try:
+        while b"\n" not in chunks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([read_fd], [], [], remaining)[0]:
+                break  # a daemon that hangs before mounting must not hang `dsfs mount`
+            data = os.read(read_fd, 4096)
             if not data:
                 break
             chunks += data
-            if b"\n" in chunks:
-                break
+    finally:
+        os.close(read_fd)
     if chunks.startswith(b"ok"):
         return
     code = proc.poll()
