@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from daemon import fmt
+from daemon.cli_common import DEFAULT_STORE, emit_json, note, open_store, store_path
 from vfs.config import ChunkParams
 from vfs.errors import DsfsError, UserError
 from vfs.progress import NoProgress, Progress
 from vfs.store import Store
 
-DEFAULT_STORE = "~/.local/share/dsfs/store"
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -34,25 +32,6 @@ def make_progress(quiet: bool) -> Progress:
     from daemon.progress import TerminalProgress
 
     return TerminalProgress()
-
-
-def store_path(args: argparse.Namespace) -> Path:
-    raw = args.store or os.environ.get("DSFS_STORE") or DEFAULT_STORE
-    return Path(os.path.expanduser(raw))
-
-
-def open_store(args: argparse.Namespace) -> Store:
-    return Store.open(store_path(args))
-
-
-def emit_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-
-
-def note(args: argparse.Namespace, msg: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(msg, file=sys.stderr)
 
 
 def parse_size(text: str) -> int:
@@ -460,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint")
     p = add("drop", cmd_drop, "remove a version from the log (gc frees its space)")
     p.add_argument("version")
+    from daemon.headcli import add_head_commands
+
+    add_head_commands(add)
     p = add("gc", cmd_gc, "free space no version, tag or head uses", json_=True)
     p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
     return parser

@@ -20,6 +20,12 @@ _ERRNO: list[tuple[type[BaseException], int]] = [
     (e.StaleHandle, errno.ESTALE),
     (e.NoSpace, errno.ENOSPC),
     (e.CorruptData, errno.EIO),
+    (e.Exists, errno.EEXIST),
+    (e.NotEmpty, errno.ENOTEMPTY),
+    (e.Invalid, errno.EINVAL),
+    (e.NameTooLong, errno.ENAMETOOLONG),
+    (e.NotPermitted, errno.EPERM),
+    (e.CrossDevice, errno.EXDEV),
 ]
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from daemon.headservice import after_versions_changed, attach_head, serve_head_control
 from daemon.ops import Operations
 from vfs.errors import DsfsError, UserError
 from vfs.store import Store
@@ -205,6 +206,8 @@ async def _poll_versions(view: VersionsView, ops: Operations) -> None:
             warned = True
             log.warning("a version with extended attributes appeared; remount (or mount with "
                         "--xattrs on) to see them")
+        if changed:
+            after_versions_changed(ops)
         for name in changed:
             log.info("root changed: %s", os.fsdecode(name))
             pyfuse3.invalidate_entry_async(pyfuse3.InodeT(ROOT_INO), pyfuse3.FileNameT(name),
@@ -247,6 +250,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     serve = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
     ops = Operations(view, serve_xattrs=serve)
     log.info("extended attributes %s (--xattrs %s)", "served" if serve else "off", opts.xattrs)
+    attach_head(store, ops)
     options = set(pyfuse3.default_options)
     options |= {"fsname=dsfs", "subtype=dsfs"}
     if opts.allow_other:
@@ -259,16 +263,18 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     info.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(opts.mountpoint)}))
     clean = False
     try:
-        trio.run(_main, ops, view, opts.mountpoint, ready_fd)
+        trio.run(_main, store, ops, view, opts.mountpoint, ready_fd)
         clean = True
     finally:
         pyfuse3.close(unmount=True)
         info.unlink(missing_ok=True)
+        if ops.head is not None:
+            ops.head.session.close()
         store.close()
         log.info("unmounted %s%s", opts.mountpoint, "" if clean else " after an error")
 
 
-async def _main(ops: Operations, view: VersionsView, mountpoint: Path,
+async def _main(store: Store, ops: Operations, view: VersionsView, mountpoint: Path,
                 ready_fd: int | None) -> None:
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
@@ -277,6 +283,7 @@ async def _main(ops: Operations, view: VersionsView, mountpoint: Path,
         await signals_ready.wait()
         nursery.start_soon(_poll_versions, view, ops)
         nursery.start_soon(raise_read_ahead, mountpoint)
+        nursery.start_soon(serve_head_control, store, view, ops, runtime_dir())
         log.info("serving %d versions", len(view.versions))
         sd_notify("READY=1\nSTATUS=serving")
         if ready_fd is not None:

@@ -19,8 +19,12 @@ import pyfuse3
 import trio
 
 from daemon.errors import errno_for
+from daemon.headops import HeadAdapter, mount_attr
 from vfs.errors import CorruptData, DsfsError, NoEntry
+from vfs.head.fs import HeadDirHandle
+from vfs.head.state import HEAD_ROOT
 from vfs.ids import ChunkId
+from vfs.inodes import ROOT_INO, from_head, is_head, to_head
 from vfs.view import Attr, DirHandle, FileHandle, VersionsView
 
 log = logging.getLogger("dsfs.mount")
@@ -84,7 +88,8 @@ class Operations(pyfuse3.Operations):
         # With xattrs served, the kernel caches POSIX ACL lookups per inode (FUSE_POSIX_ACL), so
         # `ls -l` asks the daemon once per file for the ACL, not on every listing.
         self.enable_acl = serve_xattrs
-        self._dirs: dict[int, DirHandle] = {}
+        self.head: HeadAdapter | None = None
+        self._dirs: dict[int, DirHandle | HeadDirHandle] = {}
         self._files: dict[int, FileHandle] = {}
         self._next_fh = 1
         self._limiter = trio.CapacityLimiter(read_threads)
@@ -92,7 +97,7 @@ class Operations(pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None
 
     def describe(self, op: str, args: Sequence[Any]) -> str:
-        if args and isinstance(args[0], int):
+        if args and isinstance(args[0], int) and not is_head(args[0]):
             fh = self._files.get(args[0])
             if fh is not None and op == "read":
                 return self.view.path_of(fh.node)
@@ -111,6 +116,12 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def lookup(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if self.head is not None:
+            if is_head(parent_inode):
+                return entry_attributes(self.head.lookup(parent_inode, name))
+            if parent_inode == ROOT_INO and name == HEAD_NAME:
+                self.head.remember(to_head(HEAD_ROOT))
+                return entry_attributes(self.head.root_attr())
         try:
             node, attr = self.view.lookup(parent_inode, name)
         except NoEntry:
@@ -126,16 +137,24 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
         for ino, count in inode_list:
-            self.view.forget(ino, count)
+            if is_head(ino):
+                if self.head is not None:
+                    self.head.forget(ino, count)
+            else:
+                self.view.forget(ino, count)
 
     @guarded
     async def getattr(self, inode: pyfuse3.InodeT,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_head(inode):
+            return entry_attributes(self._head().getattr(inode))
         return entry_attributes(self.view.getattr(inode))
 
     @guarded
     async def readlink(self, inode: pyfuse3.InodeT,
                        ctx: pyfuse3.RequestContext) -> pyfuse3.FileNameT:
+        if is_head(inode):
+            return pyfuse3.FileNameT(self._head().readlink(inode))
         return pyfuse3.FileNameT(self.view.readlink(inode))
 
     # -- directories -----------------------------------------------------------------------
@@ -144,21 +163,51 @@ class Operations(pyfuse3.Operations):
     async def opendir(self, inode: pyfuse3.InodeT,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
         fh = self._new_fh()
-        self._dirs[fh] = self.view.opendir(inode)
+        if is_head(inode):
+            self._dirs[fh] = self._head().fs.opendir(from_head(inode))
+        else:
+            self._dirs[fh] = self.view.opendir(inode)
         return pyfuse3.FileHandleT(fh)
 
     @guarded
     async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int,
                       token: pyfuse3.ReaddirToken) -> None:
         handle = self._dirs[fh]
+        if isinstance(handle, HeadDirHandle):
+            self._readdir_head(handle, start_id, token)
+            return
+        shift = 0
+        if self.head is not None and handle.node.ino == ROOT_INO:
+            shift = 1
+            if start_id == 0:
+                if not pyfuse3.readdir_reply(token, pyfuse3.FileNameT(HEAD_NAME),
+                                             entry_attributes(self.head.root_attr()), 1):
+                    return
+                self.head.remember(to_head(HEAD_ROOT))
+            start_id = max(0, start_id - 1)
         for name, node, next_id in self.view.readdir(handle, start_id):
             if not pyfuse3.readdir_reply(token, pyfuse3.FileNameT(name),
-                                         entry_attributes(self.view.attr(node)), next_id):
+                                         entry_attributes(self.view.attr(node)),
+                                         next_id + shift):
                 self.view.inodes.drop_unreferenced(node)
                 handle.position = next_id - 1
                 handle.cursor = None
                 return
             self.view.remember(node)
+
+    def _readdir_head(self, handle: HeadDirHandle, start_id: int,
+                      token: pyfuse3.ReaddirToken) -> None:
+        head = self._head()
+        for name, ino, attr, next_id in head.fs.readdir(handle, start_id):
+            if not pyfuse3.readdir_reply(token, pyfuse3.FileNameT(name),
+                                         entry_attributes(head_attr(attr)), next_id):
+                return
+            head.fs.remember(ino)
+
+    def _head(self) -> HeadAdapter:
+        if self.head is None:
+            raise pyfuse3.FUSEError(errno.ESTALE)
+        return self.head
 
     @guarded
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
@@ -169,6 +218,9 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def open(self, inode: pyfuse3.InodeT, flags: pyfuse3.FlagT,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if is_head(inode):
+            fh = await self._head().open(inode, flags)
+            return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         handle = self.view.open(inode, writing)
         fh = self._new_fh()
@@ -177,6 +229,8 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        if self.head is not None and fh in self.head.files:
+            return await self.head.read(fh, off, size, self._limiter)
         handle = self._files[fh]
         for cid in self.view.prefetch_plan(handle, off, size, PREFETCH_BYTES):
             self._start_prefetch(cid)
@@ -201,7 +255,25 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        if self.head is not None and fh in self.head.files:
+            self.head.release(fh)
+            return
         self._files.pop(fh, None)
+
+    @guarded
+    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        return None
+
+    @guarded
+    async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        if self.head is not None and fh in self.head.files:
+            await self.head.fsync(fh)
+
+    @guarded
+    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        handle = self._dirs.get(fh)
+        if isinstance(handle, HeadDirHandle):
+            await trio.to_thread.run_sync(self._head().fs.db.sync)
 
     # -- xattrs, statfs --------------------------------------------------------------------
 
@@ -215,12 +287,16 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode: pyfuse3.InodeT,
                         ctx: pyfuse3.RequestContext) -> Sequence[pyfuse3.XAttrNameT]:
         self._xattrs_served()
+        if is_head(inode):
+            return [pyfuse3.XAttrNameT(n) for n in self._head().listxattr(inode)]
         return [pyfuse3.XAttrNameT(n) for n in self.view.listxattr(inode)]
 
     @guarded
     async def getxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT,
                        ctx: pyfuse3.RequestContext) -> bytes:
         self._xattrs_served()
+        if is_head(inode):
+            return self._head().getxattr(inode, name)
         return self.view.getxattr(inode, name)
 
     @guarded
@@ -238,59 +314,105 @@ class Operations(pyfuse3.Operations):
         out.f_namemax = 255
         return out
 
-    # -- every mutation is refused (only @head will be writable) -----------------------------
+    # -- mutations: @head only; every version is read-only -----------------------------------
 
+    def _writable(self, *inodes: int) -> HeadAdapter:
+        """The head adapter if every inode is in @head; EROFS for versions, EXDEV across."""
+        inside = [is_head(i) for i in inodes]
+        if all(inside) and self.head is not None:
+            return self.head
+        if any(inside):
+            raise pyfuse3.FUSEError(errno.EXDEV)
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    @guarded
     async def setattr(self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        return entry_attributes(await self._writable(inode).setattr(inode, attr, fields))
 
+    @guarded
     async def mknod(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                     mode: pyfuse3.ModeT, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        head = self._writable(parent_inode)
+        return entry_attributes(await head.create_node("mknod", parent_inode, name, mode, ctx))
 
+    @guarded
     async def mkdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                     mode: pyfuse3.ModeT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        head = self._writable(parent_inode)
+        return entry_attributes(await head.create_node("mkdir", parent_inode, name, mode, ctx))
 
+    @guarded
     async def unlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                      ctx: pyfuse3.RequestContext) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        await self._writable(parent_inode).unlink(parent_inode, name)
 
+    @guarded
     async def rmdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                     ctx: pyfuse3.RequestContext) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        await self._writable(parent_inode).rmdir(parent_inode, name)
 
+    @guarded
     async def symlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                       target: pyfuse3.FileNameT,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        head = self._writable(parent_inode)
+        return entry_attributes(await head.create_node("symlink", parent_inode, name, 0, ctx,
+                                                       target))
 
+    @guarded
     async def rename(self, parent_inode_old: pyfuse3.InodeT, name_old: pyfuse3.FileNameT,
                      parent_inode_new: pyfuse3.InodeT, name_new: pyfuse3.FileNameT,
                      flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        head = self._writable(parent_inode_old, parent_inode_new)
+        await head.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
+    @guarded
     async def link(self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT,
                    new_name: pyfuse3.FileNameT,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        head = self._writable(inode, new_parent_inode)
+        return entry_attributes(await head.link(inode, new_parent_inode, new_name))
 
+    @guarded
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        if self.head is not None and fh in self.head.files:
+            return await self.head.write(fh, off, buf)
         raise pyfuse3.FUSEError(errno.EROFS)
 
+    @guarded
     async def create(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
                      mode: pyfuse3.ModeT, flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        head = self._writable(parent_inode)
+        fh, attr = await head.create(parent_inode, name, mode, flags, ctx)
+        return (pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False),
+                entry_attributes(attr))
 
+    @guarded
     async def setxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        head = self._writable(inode)
+        if not self.serve_xattrs:
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        await head.setxattr(inode, name, value)
 
+    @guarded
     async def removexattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT,
                           ctx: pyfuse3.RequestContext) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        head = self._writable(inode)
+        if not self.serve_xattrs:
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        await head.removexattr(inode, name)
+
+
+def head_attr(attr: Attr) -> Attr:
+    """A head-local attribute with its mount inode."""
+    return mount_attr(attr)
+
+
+HEAD_NAME = b"@head"
 
 __all__ = ["Operations"]

@@ -104,19 +104,22 @@ class Chunker:
         for start, end in data_extents(fd, size, blocks):
             if start > pos:
                 yield Piece(start - pos, None)
-            yield from self._extent(fd, start, end)
+            yield from self.extent(lambda view, at: os.preadv(fd, [view], at), start, end)
             pos = end
         if pos < size:
             yield Piece(size - pos, None)
 
-    def _extent(self, fd: int, start: int, end: int) -> Iterator[Piece]:
+    def extent(self, read_into: Callable[[memoryview, int], int], start: int,
+               end: int) -> Iterator[Piece]:
+        """The chunks of the bytes [start, end) that `read_into(view, offset)` reads (it fills
+        the view and returns the count; short only at the end)."""
         buf = self._buf
         mv = memoryview(buf)
         carry = 0  # bytes at the front of buf that belong to the next chunk
         pos = start
         while True:
             want = min(BLOCK, end - pos)
-            got = os.preadv(fd, [mv[carry:carry + want]], pos) if want > 0 else 0
+            got = read_into(mv[carry:carry + want], pos) if want > 0 else 0
             pos += got
             at_end = pos >= end or got < want
             total = carry + got

@@ -112,3 +112,33 @@ class NoAttr(FsError):
 
 class StaleHandle(FsError):
     """An inode or handle the filesystem no longer knows (ESTALE)."""
+
+
+class Exists(FsError):
+    """The name is taken (EEXIST)."""
+
+
+class NotEmpty(FsError):
+    """A directory that must be empty is not (ENOTEMPTY)."""
+
+
+class Invalid(FsError):
+    """An operation that makes no sense as asked (EINVAL), e.g. moving a directory into itself."""
+
+
+class NameTooLong(FsError):
+    """A name longer than 255 bytes (ENAMETOOLONG)."""
+
+
+class NotPermitted(FsError):
+    """An operation dsfs does not support on purpose (EPERM), e.g. device nodes in @head."""
+
+
+class CrossDevice(FsError):
+    """A rename or link between a version and @head (EXDEV): tools then copy instead."""
+
+
+class HeadBusy(DsfsError):
+    """Another process serves or edits @head of this store."""
+
+    exit_code = 7

@@ -22,6 +22,20 @@ POSITIONAL = 1 << 62
 INDEX_BITS = 24
 MAX_INDEX = (1 << INDEX_BITS) - 1
 MAX_DIR_INO = (1 << (62 - INDEX_BITS)) - 1
+HEAD_SPACE = 1 << 61
+"""Inodes of @head: HEAD_SPACE | the head-local number (vfs.head.fs hands those out)."""
+
+
+def to_head(local: int) -> int:
+    return HEAD_SPACE | local
+
+
+def from_head(ino: int) -> int:
+    return ino & ~HEAD_SPACE
+
+
+def is_head(ino: int) -> bool:
+    return bool(ino & HEAD_SPACE) and not ino & POSITIONAL
 
 
 def file_ino(dir_ino: int, index: int) -> int | None:

@@ -241,6 +241,11 @@ class Store:
 
     def drop(self, spec: str) -> Version:
         version = self.resolve(spec)
+        from vfs.head.state import recorded_base
+
+        if recorded_base(self.root / "head") == version.number:
+            raise UserError(f"{version.name} is the base of @head: commit or reset @head "
+                            "first (`dsfs status` shows its changes)")
         tagged = self.tags_by_version().get(version.number)
         if tagged:
             raise UserError(f"{version.name} is tagged {', '.join(tagged)}: delete the tag "

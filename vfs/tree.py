@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import blake3
@@ -60,6 +60,132 @@ def build_tree(entries: list[Entry], put: PutFn) -> TreeId:
         rows = [[n, oid, c] for n, oid, c in pages]
         names = [p[0] for p in pages]
         counts = [p[2] for p in pages]
+
+
+_Item = tuple[bytes, Any, int]
+"""One item of a page: (name or first name, its msgpack row, entries it counts)."""
+
+
+def update_tree(reader: TreeReader, tree: TreeId | None, changes: Mapping[bytes, Entry | None],
+                put: PutFn) -> TreeId:
+    """Apply name -> Entry (add or replace) / None (remove) changes; return the new root id.
+
+    The result is exactly what `build_tree` gives for the resulting entries, but only the pages
+    around the changes are read and written. Level by level: each page holding a change is
+    re-split together with the following pages until a new cut falls at the end of an old page
+    (cuts depend on names only, so every page after it is unchanged); the old pages' rows and the
+    new pages' rows then become the changes of the level above. It stops when the changes die out
+    (the rest of the tree is unchanged) or a new page holds every entry (the new root). `tree`
+    None means an empty directory.
+    """
+    todo: dict[bytes, _Item | None] = {
+        name: None if e is None else (name, e.encode(), 1) for name, e in changes.items()}
+    height = reader.page(ObjectId(tree)).level if tree is not None else 0
+    total = reader.count(tree) if tree is not None else 0
+    level = 0
+    while True:
+        removed, pages = _resplit(reader, tree, level, todo)
+        if level == 0:  # the entry count changes here; levels above only regroup it
+            total += sum(_count(p) for p in pages) - sum(r[2] for r in removed)
+        if total == 0:
+            return TreeId(put(ObjType.TREE, schema.enc_msg([0, 0, []])))
+        for items in pages:
+            if _count(items) == total:  # this page holds every entry: it is the root
+                if level > 0 and len(items) == 1:  # one row: its child is an old, complete page
+                    return _peel(reader, items[0][1][1])
+                return TreeId(_write(level, items, put)[1][1])
+        old = {r[0]: r for r in removed}
+        todo = {name: None for name in old}
+        todo.update((r[0], r) for r in (_write(level, items, put) for items in pages))
+        if level < height:  # drop rows that did not change (above the old root all rows are new)
+            todo = {name: r for name, r in todo.items() if r != old.get(name)}
+            if not todo:  # this level's pages are unchanged, so is everything above
+                assert tree is not None
+                return tree
+        level += 1
+
+
+def _resplit(reader: TreeReader, tree: TreeId | None, level: int,
+             changes: Mapping[bytes, _Item | None]) -> tuple[list[_Item], list[list[_Item]]]:
+    """Re-split the pages of one level that `changes` touch: (old pages as rows, new pages)."""
+    todo = sorted(changes.items())
+    removed: list[_Item] = []
+    pages: list[list[_Item]] = []
+    ci = 0
+    while ci < len(todo):
+        # a region starts at the page holding the next change (or the first page of the level)
+        old_pages = _pages_from(reader, tree, level, todo[ci][0])
+        row = next(old_pages, None)
+        pending: list[_Item] = []
+        while True:
+            nxt = next(old_pages, None)
+            cj = ci
+            while cj < len(todo) and (nxt is None or todo[cj][0] < nxt[0]):
+                cj += 1
+            merged: dict[bytes, _Item | None] = {}
+            if row is not None:
+                removed.append(row)
+                merged.update((it[0], it) for it in _items(reader.page(row[1][1])))
+            merged.update(todo[ci:cj])
+            ci = cj
+            pending += [it for _, it in sorted(merged.items()) if it is not None]
+            start = 0
+            for i, it in enumerate(pending):
+                if _is_boundary(it[0], level) or (nxt is None and i == len(pending) - 1):
+                    pages.append(pending[start:i + 1])
+                    start = i + 1
+            pending = pending[start:]
+            if not pending or nxt is None:  # a new cut at an old page end: the region is done
+                break
+            row = nxt
+    return removed, pages
+
+
+def _pages_from(reader: TreeReader, tree: TreeId | None, level: int, key: bytes
+                ) -> Iterator[_Item]:
+    """The old pages of one level as rows, lazily, from the one whose range holds `key`."""
+    if tree is None:
+        return
+    root = reader.page(ObjectId(tree))
+    if root.level == level and root.names:
+        yield root.names[0], [root.names[0], ObjectId(tree), root.total], root.total
+    elif root.level > level:
+        yield from _rows_from(reader, root, level, key)
+
+
+def _rows_from(reader: TreeReader, page: Page, level: int, key: bytes) -> Iterator[_Item]:
+    i = max(0, bisect.bisect_right(page.names, key) - 1)
+    for name, child, count in page.rows[i:]:
+        if page.level == level + 1:
+            yield name, [name, child, count], count
+        else:
+            yield from _rows_from(reader, reader.page(child), level, key)
+
+
+def _items(page: Page) -> list[_Item]:
+    if page.level == 0:
+        return [(e.name, e.encode(), 1) for e in page.entries]
+    return [(n, [n, oid, c], c) for n, oid, c in page.rows]
+
+
+def _count(items: list[_Item]) -> int:
+    return sum(it[2] for it in items)
+
+
+def _write(level: int, items: list[_Item], put: PutFn) -> _Item:
+    """Write one page; return its row for the level above."""
+    total = _count(items)
+    oid = put(ObjType.TREE, schema.enc_msg([level, total, [it[1] for it in items]]))
+    return items[0][0], [items[0][0], oid, total], total
+
+
+def _peel(reader: TreeReader, oid: ObjectId) -> TreeId:
+    """The root under a chain of one-row pages (build_tree stops at a level of one page)."""
+    page = reader.page(oid)
+    while page.level > 0 and len(page.rows) == 1:
+        oid = page.rows[0][1]
+        page = reader.page(oid)
+    return TreeId(oid)
 
 
 class Page:

@@ -1,0 +1,199 @@
+"""The FUSE side of @head: pyfuse3 arguments in, `vfs.head.fs` calls out.
+
+Owns: the gate that pauses @head's mutations while a commit or reset runs (reads go on), head
+file handles, and running @head reads in worker threads. Every handler is wrapped by
+`daemon.ops.guarded` through `daemon.ops.Operations`, which routes inodes of @head here.
+Runs in the trio thread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any
+
+import pyfuse3
+import trio
+
+from vfs.head.commit import CommitResult, commit
+from vfs.head.fs import HeadFileHandle, HeadFS
+from vfs.head.session import HeadSession
+from vfs.head.status import status_report
+from vfs.inodes import from_head, to_head
+from vfs.model import Version
+from vfs.view import Attr
+
+
+def mount_attr(attr: Attr) -> Attr:
+    return replace(attr, ino=to_head(attr.ino))
+
+
+class HeadAdapter:
+    """@head's handlers. Inode arguments are mount inodes; results carry mount inodes."""
+
+    def __init__(self, session: HeadSession) -> None:
+        self.session = session
+        self.gate = trio.Lock()
+        self.files: dict[int, HeadFileHandle] = {}
+
+    @property
+    def fs(self) -> HeadFS:
+        return self.session.fs
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def root_attr(self) -> Attr:
+        return mount_attr(self.fs.getattr(from_head(to_head(1))))
+
+    def lookup(self, parent: int, name: bytes) -> Attr:
+        ino, attr = self.fs.lookup(from_head(parent), name)
+        self.fs.remember(ino)
+        return mount_attr(attr)
+
+    def remember(self, ino: int, count: int = 1) -> None:
+        self.fs.remember(from_head(ino), count)
+
+    def forget(self, ino: int, count: int) -> None:
+        self.fs.forget(from_head(ino), count)
+
+    def getattr(self, ino: int) -> Attr:
+        return mount_attr(self.fs.getattr(from_head(ino)))
+
+    def readlink(self, ino: int) -> bytes:
+        return self.fs.readlink(from_head(ino))
+
+    async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields) -> Attr:
+        async with self.gate:
+            return mount_attr(self.fs.setattr(
+                from_head(ino),
+                mode=attr.st_mode if fields.update_mode else None,
+                uid=attr.st_uid if fields.update_uid else None,
+                gid=attr.st_gid if fields.update_gid else None,
+                size=attr.st_size if fields.update_size else None,
+                mtime_ns=attr.st_mtime_ns if fields.update_mtime else None))
+
+    async def create_node(self, kind: str, parent: int, name: bytes, mode: int,
+                          ctx: pyfuse3.RequestContext, target: bytes = b"") -> Attr:
+        async with self.gate:
+            p = from_head(parent)
+            if kind == "mkdir":
+                ino, attr = self.fs.mkdir(p, name, mode, ctx.uid, ctx.gid)
+            elif kind == "symlink":
+                ino, attr = self.fs.symlink(p, name, target, ctx.uid, ctx.gid)
+            else:
+                ino, attr = self.fs.mknod(p, name, mode, ctx.uid, ctx.gid)
+            self.fs.remember(ino)
+            return mount_attr(attr)
+
+    async def create(self, parent: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[int, Attr]:
+        async with self.gate:
+            ino, attr = self.fs.create(from_head(parent), name, mode, ctx.uid, ctx.gid)
+            self.fs.remember(ino)
+            handle = self.fs.open(ino, writable=True, truncate=False,
+                                  append=bool(flags & os.O_APPEND))
+            return self._add_file(handle), mount_attr(attr)
+
+    async def link(self, ino: int, parent: int, name: bytes) -> Attr:
+        async with self.gate:
+            attr = self.fs.link(from_head(ino), from_head(parent), name)
+            self.fs.remember(from_head(ino))
+            return mount_attr(attr)
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        async with self.gate:
+            self.fs.unlink(from_head(parent), name)
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        async with self.gate:
+            self.fs.rmdir(from_head(parent), name)
+
+    async def rename(self, p1: int, n1: bytes, p2: int, n2: bytes, flags: int) -> None:
+        async with self.gate:
+            self.fs.rename(from_head(p1), n1, from_head(p2), n2,
+                           noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+                           exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
+
+    async def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
+        async with self.gate:
+            self.fs.setxattr(from_head(ino), name, value)
+
+    async def removexattr(self, ino: int, name: bytes) -> None:
+        async with self.gate:
+            self.fs.removexattr(from_head(ino), name)
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        return self.fs.listxattr(from_head(ino))
+
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        return self.fs.getxattr(from_head(ino), name)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _add_file(self, handle: HeadFileHandle) -> int:
+        fh = _next_fh()
+        self.files[fh] = handle
+        return fh
+
+    async def open(self, ino: int, flags: int) -> int:
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        truncate = bool(flags & os.O_TRUNC)
+        if writable or truncate:
+            async with self.gate:
+                handle = self.fs.open(from_head(ino), writable, truncate,
+                                      bool(flags & os.O_APPEND))
+        else:
+            handle = self.fs.open(from_head(ino), False, False, False)
+        return self._add_file(handle)
+
+    async def read(self, fh: int, offset: int, size: int, limiter: trio.CapacityLimiter
+                   ) -> bytes:
+        handle = self.files[fh]
+        node = self.fs.node(handle.ino)
+        return await trio.to_thread.run_sync(self.fs.read, node, offset, size, limiter=limiter)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        async with self.gate:
+            return self.fs.write(self.files[fh], offset, data)
+
+    def release(self, fh: int) -> None:
+        handle = self.files.pop(fh, None)
+        if handle is not None:
+            self.fs.release(handle)
+
+    async def fsync(self, fh: int) -> None:
+        handle = self.files.get(fh)
+        if handle is not None:
+            await trio.to_thread.run_sync(self.fs.fsync, handle.ino)
+
+    # -- control requests ----------------------------------------------------------------------
+
+    async def commit(self, message: str, tag: str | None, allow_empty: bool) -> CommitResult:
+        async with self.gate:
+            return await trio.to_thread.run_sync(commit, self.fs, message, tag, allow_empty)
+
+    async def status_report(self) -> dict[str, Any]:
+        async with self.gate:
+            return await trio.to_thread.run_sync(status_report, self.fs)
+
+    async def reset(self) -> Version:
+        async with self.gate:
+            self.files.clear()
+            return self.session.reset()
+
+    def follow_latest(self) -> bool:
+        if self.gate.locked() or self.files:
+            return False
+        return self.session.follow_latest()
+
+
+_fh_counter = iter(range(1 << 40, 1 << 62))
+
+
+def _next_fh() -> int:
+    """Head file handles: their own range, apart from the read-only views' handles."""
+    return next(_fh_counter)
+
+
+__all__ = ["HeadAdapter", "mount_attr"]

@@ -1,0 +1,118 @@
+"""@head inside the mount daemon: opening it, its control requests, and telling the kernel.
+
+Owns: the control socket's location (noted in `STORE/head/control.json` so CLI commands find
+the daemon from the store), the commit/status/reset requests served over it, and invalidating
+the kernel's view of the root and of @head when they change. Runs in the trio thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from daemon.control import Peer, request, serve_control
+from daemon.headops import HeadAdapter
+from daemon.ops import HEAD_NAME, Operations
+from vfs.errors import HeadBusy, UserError
+from vfs.fsutil import atomic_write
+from vfs.head.session import open_head
+from vfs.head.status import status_report
+from vfs.inodes import ROOT_INO
+from vfs.store import Store
+from vfs.view import VersionsView
+
+log = logging.getLogger("dsfs.mount")
+
+
+def control_note(store_root: Path) -> Path:
+    return store_root / "head" / "control.json"
+
+
+def socket_path(runtime: Path, store_root: Path) -> Path:
+    digest = hashlib.blake2b(os.fsencode(store_root), digest_size=8).hexdigest()
+    return runtime / f"head-{digest}.sock"
+
+
+def attach_head(store: Store, ops: Operations) -> bool:
+    """Serve @head in this mount if no other process holds it. True if attached."""
+    try:
+        session = open_head(store)
+    except HeadBusy as exc:
+        log.warning("%s: this mount shows the versions without @head", exc)
+        return False
+    ops.head = HeadAdapter(session)
+    log.info("@head is based on %s", session.fs.base.name if session.fs.base.number else
+             "an empty directory")
+    return True
+
+
+def invalidate_root(names: list[bytes]) -> None:
+    for name in names:
+        pyfuse3.invalidate_entry_async(pyfuse3.InodeT(ROOT_INO), pyfuse3.FileNameT(name),
+                                       ignore_enoent=True)
+
+
+def after_versions_changed(ops: Operations) -> None:
+    """A clean @head follows the newest version (an import landed while mounted)."""
+    if ops.head is not None and ops.head.follow_latest():
+        log.info("@head follows the newest version %s", ops.head.fs.base.name)
+        invalidate_root([HEAD_NAME])
+
+
+async def serve_head_control(store: Store, view: VersionsView, ops: Operations,
+                             runtime: Path) -> None:
+    head = ops.head
+    if head is None:
+        return
+    path = socket_path(runtime, store.root)
+
+    async def handle(msg: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        op = msg.get("op")
+        log.info("control request %s from pid %d uid %d", op, peer.pid, peer.uid)
+        if op == "commit":
+            result = await head.commit(str(msg.get("message") or ""), msg.get("tag"),
+                                       bool(msg.get("allow_empty")))
+            invalidate_root(view.refresh())
+            return {"ok": True, **result.to_json()}
+        if op == "status":
+            report = await head.status_report()
+            return {"ok": True, **report}
+        if op == "reset":
+            base = await head.reset()
+            invalidate_root([HEAD_NAME])
+            return {"ok": True, "base": base.name if base.number else None}
+        raise UserError(f"unknown control request {op!r}")
+
+    owner = os.stat(store.root).st_uid
+    note = control_note(store.root)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status=trio.TASK_STATUS_IGNORED: serve_control(
+            path, handle, allowed_uids=frozenset({os.getuid(), owner}),
+            task_status=task_status))
+        atomic_write(note, json.dumps({"socket": str(path), "pid": os.getpid()}).encode())
+        try:
+            await trio.sleep_forever()
+        finally:
+            note.unlink(missing_ok=True)
+
+
+def ask_daemon(store_root: Path, message: dict[str, Any], timeout: float | None = None
+               ) -> dict[str, Any]:
+    """Send a control request to the daemon serving @head of this store."""
+    try:
+        note = json.loads(control_note(store_root).read_text())
+        path = Path(note["socket"])
+    except (OSError, ValueError, KeyError):
+        raise UserError(f"@head of {store_root} is held by another process, but no mount "
+                        "daemon answers for it: retry when it has finished") from None
+    return request(path, message, timeout=timeout)
+
+
+__all__ = ["ask_daemon", "attach_head", "serve_head_control", "status_report"]

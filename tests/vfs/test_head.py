@@ -1,0 +1,193 @@
+"""@head in the pure library: copy-on-write edits, names, commit and recovery (no FUSE)."""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.treeutil import snapshot, write
+from vfs.errors import Exists, Invalid, IsADir, NoEntry, NotEmpty
+from vfs.exporter import export_version
+from vfs.head.commit import NothingToCommit, commit
+from vfs.head.fs import HeadFS
+from vfs.head.session import HeadSession, open_head
+from vfs.head.state import HEAD_ROOT
+from vfs.importer import import_tree
+from vfs.store import Store
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    rnd = random.Random(3)
+    write(root / "a.txt", b"alpha\n")
+    write(root / "big.bin", rnd.randbytes(6 * MiB))
+    write(root / "d/e/f.txt", b"deep\n")
+    write(root / "d/g.txt", b"g\n")
+    os.link(root / "a.txt", root / "d/a-link.txt")
+    return root
+
+
+@pytest.fixture
+def head(store: Store, src: Path) -> Iterator[HeadSession]:
+    import_tree(store, src, message="v1")
+    session = open_head(store)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def path_ino(fs: HeadFS, path: str) -> int:
+    ino = HEAD_ROOT
+    for part in path.split("/"):
+        if part:
+            ino, _ = fs.lookup(ino, part.encode())
+    return ino
+
+
+def read_all(fs: HeadFS, path: str) -> bytes:
+    ino = path_ino(fs, path)
+    return fs.read(fs.node(ino), 0, fs.node(ino).size)
+
+
+def write_at(fs: HeadFS, path: str, offset: int, data: bytes) -> None:
+    h = fs.open(path_ino(fs, path), writable=True, truncate=False, append=False)
+    fs.write(h, offset, data)
+    fs.release(h)
+
+
+def exported(store: Store, spec: str, dest: Path) -> dict[bytes, tuple]:
+    export_version(store, store.resolve(spec), dest)
+    return snapshot(dest, mtimes=False)
+
+
+def test_unchanged_head_reads_the_base(head: HeadSession, src: Path) -> None:
+    fs = head.fs
+    assert read_all(fs, "big.bin") == (src / "big.bin").read_bytes()
+    assert sorted(fs.names(HEAD_ROOT)) == [b"a.txt", b"big.bin", b"d"]
+    with pytest.raises(NothingToCommit):
+        commit(fs, "nothing")
+
+
+def test_one_byte_edit_stores_about_one_chunk(head: HeadSession, store: Store, src: Path,
+                                              tmp_path: Path) -> None:
+    fs = head.fs
+    write_at(fs, "big.bin", 3 * MiB + 5, b"X")
+    expected = bytearray((src / "big.bin").read_bytes())
+    expected[3 * MiB + 5] = ord("X")
+    assert read_all(fs, "big.bin") == bytes(expected)
+    result = commit(fs, "edit")
+    assert result.bytes_chunked <= 2 * store.config.chunk.max_size
+    assert result.version.stats.new_stored_bytes < 3 * MiB
+    assert store.read(store.lookup(result.version, b"big.bin"), 0, 7 * MiB) == bytes(expected)
+    # after the commit the overlay is empty and @head still reads the same bytes
+    assert fs.overlays.data_ranges(path_ino(fs, "big.bin"), 0, 7 * MiB) == []
+    assert read_all(fs, "big.bin") == bytes(expected)
+
+
+def test_namespace_changes_commit_like_a_plain_directory(head: HeadSession, store: Store,
+                                                         src: Path, tmp_path: Path) -> None:
+    fs = head.fs
+    plain = tmp_path / "plain"
+    export_version(store, store.resolve("v1"), plain)
+    d = path_ino(fs, "d")
+    ino, _ = fs.create(d, b"new.txt", 0o644, 0, 0)
+    h = fs.open(ino, True, False, False)
+    fs.write(h, 0, b"new file\n")
+    fs.release(h)
+    write(plain / "d/new.txt", b"new file\n", 0o644)
+    fs.rename(HEAD_ROOT, b"a.txt", d, b"renamed.txt")
+    os.rename(plain / "a.txt", plain / "d/renamed.txt")
+    fs.unlink(path_ino(fs, "d/e"), b"f.txt")
+    os.unlink(plain / "d/e/f.txt")
+    fs.rmdir(d, b"e")
+    os.rmdir(plain / "d/e")
+    fs.mkdir(HEAD_ROOT, b"made", 0o755, 0, 0)
+    (plain / "made").mkdir(mode=0o755)
+    fs.symlink(path_ino(fs, "made"), b"ln", b"../d/g.txt", 0, 0)
+    os.symlink("../d/g.txt", plain / "made/ln")
+    fs.setattr(path_ino(fs, "d/g.txt"), mode=0o600, size=1)
+    os.chmod(plain / "d/g.txt", 0o600)
+    os.truncate(plain / "d/g.txt", 1)
+    with pytest.raises(Exists):
+        fs.mkdir(HEAD_ROOT, b"made", 0o755, 0, 0)
+    with pytest.raises(NotEmpty):
+        fs.rmdir(HEAD_ROOT, b"made")
+    with pytest.raises(IsADir):
+        fs.unlink(HEAD_ROOT, b"made")
+    with pytest.raises(Invalid):
+        fs.rename(HEAD_ROOT, b"d", d, b"inside")
+    with pytest.raises(NoEntry):
+        fs.lookup(HEAD_ROOT, b"a.txt")
+    result = commit(fs, "names")
+    got = exported(store, result.version.name, tmp_path / "out")
+    want = snapshot(plain, mtimes=False)
+    assert got == want
+    # the hard link kept its group through the rename
+    ino_a = path_ino(fs, "d/renamed.txt")
+    assert fs.getattr(ino_a).nlink == 2 == fs.getattr(path_ino(fs, "d/a-link.txt")).nlink
+
+
+def test_hard_link_edit_shows_through_every_name(head: HeadSession, store: Store) -> None:
+    fs = head.fs
+    write_at(fs, "a.txt", 0, b"ALPHA")
+    assert read_all(fs, "d/a-link.txt") == b"ALPHA\n"
+    v = commit(fs, "link").version
+    assert store.read(store.lookup(v, b"d/a-link.txt"), 0, 100) == b"ALPHA\n"
+
+
+def test_sparse_growth_stays_sparse(head: HeadSession, store: Store) -> None:
+    fs = head.fs
+    ino, _ = fs.create(HEAD_ROOT, b"sparse", 0o644, 0, 0)
+    fs.setattr(ino, size=4 << 30)
+    h = fs.open(ino, True, False, False)
+    fs.write(h, (2 << 30) + 1, b"middle")
+    fs.release(h)
+    assert fs.read(fs.node(ino), (2 << 30) - 2, 10) == b"\0\0\0middle\0"
+    v = commit(fs, "sparse").version
+    assert v.stats.new_stored_bytes < MiB
+    e = store.lookup(v, b"sparse")
+    assert e.size == 4 << 30
+    assert store.read(e, (2 << 30) - 2, 10) == b"\0\0\0middle\0"
+
+
+def test_unlinked_open_file_keeps_working_until_release(head: HeadSession) -> None:
+    fs = head.fs
+    ino = path_ino(fs, "d/g.txt")
+    fs.remember(ino)
+    h = fs.open(ino, True, False, False)
+    fs.unlink(path_ino(fs, "d"), b"g.txt")
+    fs.write(h, 0, b"still here")
+    assert fs.read(fs.node(ino), 0, 100) == b"still here"
+    fs.release(h)
+    fs.forget(ino, 1)
+    assert fs.db.node(ino) is None
+
+
+def test_changes_survive_reopen_and_commit_recovers(store: Store, src: Path) -> None:
+    import_tree(store, src, message="v1")
+    with open_head(store) as s:
+        write_at(s.fs, "d/g.txt", 0, b"changed")
+    with open_head(store) as s:
+        assert read_all(s.fs, "d/g.txt") == b"changed"
+        v = commit(s.fs, "after reopen").version
+    with open_head(store) as s:
+        assert s.fs.base.number == v.number
+        assert s.is_clean()
+        assert read_all(s.fs, "d/g.txt") == b"changed"
+
+
+def test_fifo_and_modes(head: HeadSession, store: Store) -> None:
+    fs = head.fs
+    ino, attr = fs.mknod(HEAD_ROOT, b"pipe", stat.S_IFIFO | 0o640, 0, 0)
+    assert stat.S_ISFIFO(attr.mode)
+    v = commit(fs, "fifo").version
+    assert stat.S_ISFIFO(store.lookup(v, b"pipe").mode)

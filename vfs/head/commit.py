@@ -1,0 +1,337 @@
+"""Commit: record @head as the next version, then make that version @head's new base.
+
+Owns: turning the dirty part of @head into trees and chunk lists, the commit protocol across the
+store's index and the head database, and its recovery. Never imports: daemon, trio, pyfuse3.
+
+Cost follows the change: only dirty names are visited (vfs.head.state), directories are updated
+in place (vfs.tree.update_tree), and a written file keeps every base chunk its writes did not
+touch; only the windows of base chunks that overlap written blocks, and bytes past the base, are
+chunked again. Holes stay holes.
+
+Protocol (the index and the head database cannot share a transaction):
+  1. build trees and chunks; put the results (new base of each rebuilt node) into `plan`, with a
+     token in meta `pending`, and fsync the head database;
+  2. record the version (its `source` is `head:TOKEN`) - the atomic point of the commit;
+  3. apply the plan: rebuilt nodes take their new base, dirty marks and whiteouts go, overlays
+     of rebuilt files are emptied; clear `pending`.
+A crash before 2 leaves the old state (the plan is dropped on open); after 2, `recover` finds the
+version by its token and finishes step 3. @head's content is the same either way.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from vfs import schema
+from vfs.chunking import Chunker, Piece, prepare_piece
+from vfs.diff import diff_trees
+from vfs.errors import UserError
+from vfs.head.fs import HEAD_LINK, HeadFS
+from vfs.head.state import HEAD_ROOT, WHITEOUT, HNode
+from vfs.ids import ObjectId, ObjType, TreeId
+from vfs.model import (
+    EMPTY_CONTENT,
+    ChunkSpan,
+    ContentRef,
+    Entry,
+    Kind,
+    Version,
+    VersionStats,
+    chunk_list_ref,
+    encode_chunk_list,
+    single_chunk_ref,
+)
+from vfs.objects import ObjectWriter
+from vfs.tree import TreeReader, build_tree, update_tree
+
+HOLE_MIN = 64 << 10
+"""Unwritten runs past the base at least this long are stored as holes."""
+
+Progress = Callable[[int], None]
+
+
+class NothingToCommit(UserError):
+    """`dsfs commit` when @head equals its base."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    version: Version
+    files_rebuilt: int
+    bytes_chunked: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version.name, "number": self.version.number,
+                "files_rebuilt": self.files_rebuilt, "bytes_chunked": self.bytes_chunked,
+                "new_stored_bytes": self.version.stats.new_stored_bytes}
+
+
+class _Builder:
+    def __init__(self, fs: HeadFS, writer: ObjectWriter, progress: Progress | None) -> None:
+        self.fs = fs
+        self.db = fs.db
+        self.store = fs.store
+        self.writer = writer
+        self.progress = progress
+        self.plan: list[tuple[int, bytes, int]] = []
+        self.pages: dict[bytes, bytes] = {}
+        self.trees = TreeReader(self._get_page)
+        self.chunker = Chunker(fs.store.config.chunk)
+        self.files = 0
+        self.chunked = 0
+        self._contents: dict[int, bytes] = {}
+
+    def _get_page(self, oid: ObjectId, kind: ObjType) -> bytes:
+        page = self.pages.get(oid)
+        return page if page is not None else self.store.get_object(oid, kind)
+
+    def put(self, kind: ObjType, data: bytes) -> ObjectId:
+        oid = self.writer.put_meta(kind, data)
+        if kind == ObjType.TREE:
+            self.pages[oid] = data
+        return oid
+
+    # -- entries -------------------------------------------------------------------------------
+
+    def entry(self, ino: int, name: bytes) -> Entry:
+        n = self.db.node(ino)
+        assert n is not None, f"dirent to a missing node {ino}"
+        if n.kind == Kind.DIR:
+            tree = self._dir_tree(n)
+            return Entry(name, Kind.DIR, n.mode, n.uid, n.gid, n.mtime_ns,
+                         self.trees.count(tree), tree, n.xattrs)
+        ref = n.base
+        if n.kind == Kind.FILE:
+            if n.dirty:
+                if ino not in self._contents:
+                    self._contents[ino] = self._file_content(n)
+                ref = self._contents[ino]
+        elif n.kind == Kind.FIFO:
+            ref = b""
+        link = n.link or (HEAD_LINK | ino if n.nlink > 1 else 0)
+        return Entry(name, n.kind, n.mode, n.uid, n.gid, n.mtime_ns, n.size, ref, n.xattrs,
+                     link, max(n.nlink, 1))
+
+    def _dir_tree(self, n: HNode) -> TreeId:
+        base = TreeId(n.base) if n.base else None
+        if not n.dirty and base is not None:
+            return base
+        changes: dict[bytes, Entry | None] = {}
+        for name, child in self.db.dirty_dirents(n.ino):
+            changes[name] = None if child == WHITEOUT else self.entry(child, name)
+        if base is None and not changes:
+            tree = build_tree([], self.put)
+        else:
+            tree = update_tree(self.trees, base, changes, self.put)
+        if tree != n.base:
+            self.plan.append((n.ino, tree, 0))
+        return tree
+
+    # -- file contents ---------------------------------------------------------------------------
+
+    def _file_content(self, n: HNode) -> bytes:
+        base_spans = self.store.contents.spans(ContentRef(n.base), n.base_size) if n.base else []
+        written = self.fs.overlays.data_ranges(n.ino, 0, n.size)
+        if not written and n.base_len == n.base_size == n.size:
+            return n.base
+        spans: list[ChunkSpan] = []
+        window: int | None = None  # start of the run of base spans being rechunked
+        pos = 0
+        w = 0
+        for span in base_spans:
+            start, end = pos, pos + span.length
+            pos = end
+            if start >= n.size:
+                break
+            while w < len(written) and written[w][1] <= start:
+                w += 1
+            touched = w < len(written) and written[w][0] < end
+            clean = end <= n.base_len and end <= n.size and not touched
+            if clean:
+                if window is not None:
+                    spans.extend(self._chunk_window(n, window, start, written))
+                    window = None
+                spans.append(span)
+            elif window is None:
+                window = start
+        if window is None:
+            window = min(pos, n.size)
+        if window < n.size:
+            spans.extend(self._chunk_window(n, window, n.size, written))
+        self.plan.append((n.ino, bytes(self._ref(spans)), n.size))
+        self.files += 1
+        if self.progress is not None:
+            self.progress(1)
+        return bytes(self._ref(spans))
+
+    def _ref(self, spans: list[ChunkSpan]) -> ContentRef:
+        if not spans:
+            return EMPTY_CONTENT
+        if len(spans) == 1 and spans[0].cid is not None:
+            return single_chunk_ref(spans[0].cid)
+        rows = encode_chunk_list(spans)
+        return chunk_list_ref(self.put(ObjType.CHUNKLIST, schema.enc_msg(rows)))
+
+    def _chunk_window(self, n: HNode, start: int, end: int,
+                      written: list[tuple[int, int]]) -> list[ChunkSpan]:
+        """Chunk [start, end) of the file's current bytes; unwritten runs past the base are
+        holes."""
+        out: list[ChunkSpan] = []
+        for a, b, is_data in _runs(start, end, n.base_len, written):
+            if not is_data:
+                out.append(ChunkSpan(None, b - a))
+                continue
+
+            def read_into(view: memoryview, at: int) -> int:
+                data = self.fs.read(n, at, len(view))
+                view[:len(data)] = data
+                return len(data)
+
+            with self.writer.known_checker() as is_known:
+                for piece in self.chunker.extent(read_into, a, b):
+                    p = prepare_piece(Piece(piece.length, piece.data), is_known,
+                                      self.writer.zstd_level, self.writer)
+                    out.append(ChunkSpan(p.cid, p.length))
+            self.chunked += b - a
+        return out
+
+
+def _runs(start: int, end: int, base_len: int, written: list[tuple[int, int]]
+          ) -> list[tuple[int, int, bool]]:
+    """Split [start, end) into data runs and hole runs (unwritten, past the base, long)."""
+    data: list[tuple[int, int]] = []
+    if start < base_len:
+        data.append((start, min(end, base_len)))
+    for a, b in written:
+        a, b = max(a, start), min(b, end)
+        if a < b:
+            data.append((a, b))
+    data.sort()
+    merged: list[list[int]] = []
+    for a, b in data:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    out: list[tuple[int, int, bool]] = []
+    pos = start
+    for a, b in merged:
+        if a > pos:
+            out.append((pos, a, False))
+        out.append((a, b, True))
+        pos = b
+    if pos < end:
+        out.append((pos, end, False))
+    # short gaps are not worth a hole: fold them into the data around them
+    folded: list[tuple[int, int, bool]] = []
+    for a, b, is_data in out:
+        if not is_data and b - a < HOLE_MIN:
+            is_data = True
+        if folded and folded[-1][2] == is_data:
+            folded[-1] = (folded[-1][0], b, is_data)
+        else:
+            folded.append((a, b, is_data))
+    return folded
+
+
+def _stats(builder: _Builder, base: Version, root: TreeId) -> VersionStats:
+    s = base.stats
+    files, dirs, links, logical, xattrs = s.files, s.dirs, s.symlinks, s.logical_bytes, \
+        s.xattr_entries
+    for change in diff_trees(cast(Any, builder), base.root, root):
+        for e, sign in ((change.old, -1), (change.new, 1)):
+            if e is None:
+                continue
+            if e.kind == Kind.FILE:
+                files += sign
+                logical += sign * e.size
+            elif e.kind == Kind.DIR:
+                dirs += sign
+            elif e.kind == Kind.SYMLINK:
+                links += sign
+            if e.xattrs:
+                xattrs += sign
+    w = builder.writer.stats
+    return VersionStats(files=files, dirs=dirs, symlinks=links, logical_bytes=logical,
+                        new_chunks=w.new_objects, new_stored_bytes=w.new_stored_bytes,
+                        reused_files=0, xattr_entries=xattrs)
+
+
+def commit(fs: HeadFS, message: str, tag: str | None = None, allow_empty: bool = False,
+           progress: Progress | None = None) -> CommitResult:
+    """Record @head as a new version and rebase @head onto it. Mutations of @head must be
+    paused by the caller for the duration (reads may go on)."""
+    store, db = fs.store, fs.db
+    if tag is not None:
+        store.check_tag_name(tag)
+        if tag in store.tags():
+            raise UserError(f"tag {tag!r} already exists: choose another name or "
+                            f"`dsfs tag --delete {tag}` first")
+    root = db.node(HEAD_ROOT)
+    assert root is not None
+    if not root.dirty and not allow_empty:
+        raise NothingToCommit(f"nothing to commit: @head equals {fs.base.name} "
+                              "(use --allow-empty to record it anyway)")
+    with store.writer_lock():
+        writer = store.new_writer()
+        try:
+            builder = _Builder(fs, writer, progress)
+            root_entry = builder.entry(HEAD_ROOT, b"")
+            stats = _stats(builder, fs.base, root_entry.tree)
+            token = secrets.token_hex(16)
+            db.put_plan(builder.plan)
+            db.set_meta("pending", token)
+            db.sync()
+            version = store.record_version(writer, root_entry, message, stats,
+                                           source=f"head:{token}", parent=fs.base.number,
+                                           tag=tag)
+        except BaseException:
+            writer.abort()
+            db.clear_plan()
+            db.set_meta("pending", None)
+            raise
+    apply_plan(fs, version)
+    return CommitResult(version, builder.files, builder.chunked)
+
+
+def apply_plan(fs: HeadFS, version: Version) -> None:
+    """Step 3: the committed version becomes @head's base."""
+    db = fs.db
+    cleared: list[int] = []
+    with db.txn():
+        for ino, base, base_size in db.plan():
+            n = db.node(ino)
+            if n is None:
+                continue
+            if n.kind == Kind.FILE:
+                db.put_node(n.with_(base=base, base_size=base_size, base_len=base_size))
+                cleared.append(ino)
+            else:
+                db.put_node(n.with_(base=base))
+        db.clear_dirty()
+        db.clear_plan()
+        db.set_meta("base", version.number)
+        db.set_meta("pending", None)
+    for ino in cleared:
+        with fs.stripe(ino):
+            fs.overlays.clear(ino)
+    fs.rebase(version)
+
+
+def recover(fs: HeadFS) -> Version | None:
+    """Finish or drop a commit interrupted by a crash. Returns the version it finished."""
+    token = fs.db.meta("pending")
+    if token is None:
+        return None
+    source = f"head:{token}"
+    for v in reversed(fs.store.versions()):
+        if v.source == source:
+            apply_plan(fs, v)
+            return v
+    fs.db.clear_plan()
+    fs.db.set_meta("pending", None)
+    return None
+

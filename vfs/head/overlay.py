@@ -1,0 +1,261 @@
+"""Overlay files: the bytes written into @head files, kept apart from their base content.
+
+Owns: the files under `STORE/head/data/`, one sparse file per written node, and which byte ranges
+of a node were written. Never imports: daemon, trio, pyfuse3. Thread-safe (descriptors are
+shared; pread/pwrite need no lock).
+
+Copy-on-write at block granularity: a node's overlay file holds data exactly in the blocks that
+were written; everything else is a hole, found with SEEK_DATA/SEEK_HOLE, so the overlay needs no
+extent table of its own and a write costs no metadata transaction. A write that covers part of
+a block first fills the rest of that block with the file's current bytes (the caller passes a
+function that reads them), so a data block of the overlay is always entirely current.
+
+This needs a filesystem that reports holes exactly (ext4, xfs, btrfs, tmpfs do). `probe_holes`
+checks it when the store opens; without it, `whole_copy` is set and a file's first write copies
+its whole current content into the overlay instead (correct, not copy-on-write).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from vfs.fsutil import fsync_dir, no_space
+
+SEEK_DATA = getattr(os, "SEEK_DATA", 3)
+SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
+BLOCK = 4096
+
+ReadFn = Callable[[int, int], bytes]
+"""(offset, length) -> the file's current bytes there (short at its end)."""
+
+
+def probe_holes(directory: Path) -> bool:
+    """Whether files in `directory` report holes at block granularity."""
+    path = directory / f".probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        return False
+    try:
+        os.ftruncate(fd, 8 * BLOCK)
+        os.pwrite(fd, b"x", 3 * BLOCK)
+        return bool(os.lseek(fd, 0, SEEK_DATA) == 3 * BLOCK
+                    and os.lseek(fd, 3 * BLOCK, SEEK_HOLE) == 4 * BLOCK)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+
+class Overlays:
+    """The overlay files of one store's @head."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.whole_copy = not probe_holes(directory)
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._created: set[int] = set()
+
+    def path(self, ino: int) -> Path:
+        return self.dir / f"{ino:016x}"
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    def _fd(self, ino: int, create: bool) -> int | None:
+        with self._lock:
+            fd = self._fds.get(ino)
+            if fd is not None:
+                return fd
+            flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+            try:
+                fd = os.open(self.path(ino), flags, 0o600)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise _translate(exc, self.dir) from None
+            if create:
+                self._created.add(ino)
+            self._fds[ino] = fd
+            return fd
+
+    def exists(self, ino: int) -> bool:
+        return ino in self._fds or self.path(ino).exists()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def data_ranges(self, ino: int, start: int, end: int) -> list[tuple[int, int]]:
+        """The written (start, end) ranges of a node's overlay within [start, end)."""
+        if start >= end:
+            return []
+        fd = self._fd(ino, create=False)
+        if fd is None:
+            return []
+        out: list[tuple[int, int]] = []
+        pos = start
+        while pos < end:
+            try:
+                a = os.lseek(fd, pos, SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break
+                raise
+            if a >= end:
+                break
+            b = min(os.lseek(fd, a, SEEK_HOLE), end)
+            out.append((a, b))
+            pos = b
+        return out
+
+    def pread(self, ino: int, offset: int, length: int) -> bytes:
+        fd = self._fd(ino, create=False)
+        if fd is None:
+            return bytes(length)
+        data = os.pread(fd, length, offset)
+        return data if len(data) == length else data + bytes(length - len(data))
+
+    def written_bytes(self, ino: int, size: int) -> int:
+        return sum(b - a for a, b in self.data_ranges(ino, 0, size))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, ino: int, offset: int, data: bytes, size: int, current: ReadFn) -> None:
+        """Write `data` at `offset` of a node whose current size is `size`.
+
+        Partial blocks at either end are first completed with the current bytes (`current`), so
+        every data block of the overlay holds the file's real content.
+        """
+        if not data:
+            return
+        fd = self._fd(ino, create=True)
+        assert fd is not None
+        end = offset + len(data)
+        head_start = offset - offset % BLOCK
+        tail_end = min(-(-end // BLOCK) * BLOCK, max(size, end))
+        last_block = (end - 1) - (end - 1) % BLOCK
+        prefix = b""
+        suffix = b""
+        if head_start < offset and not self._is_data(fd, head_start):
+            prefix = _fill(current, head_start, offset - head_start, size)
+        if end < tail_end and not self._is_data(fd, last_block):
+            suffix = _fill(current, end, tail_end - end, size)
+        try:
+            _pwrite_all(fd, prefix + data + suffix if (prefix or suffix) else data,
+                        offset - len(prefix))
+        except OSError as exc:
+            raise _translate(exc, self.dir) from None
+
+    def copy_whole(self, ino: int, size: int, current: ReadFn) -> None:
+        """Fallback without hole reporting: put the node's whole content into its overlay."""
+        fd = self._fd(ino, create=True)
+        assert fd is not None
+        pos = 0
+        step = 8 << 20
+        try:
+            while pos < size:
+                piece = current(pos, min(step, size - pos))
+                if piece.count(0) != len(piece):
+                    _pwrite_all(fd, piece, pos)
+                pos += len(piece)
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            raise _translate(exc, self.dir) from None
+
+    def truncate(self, ino: int, size: int) -> None:
+        fd = self._fd(ino, create=False)
+        if fd is None:
+            return
+        try:
+            if os.fstat(fd).st_size > size:
+                os.ftruncate(fd, size)
+        except OSError as exc:
+            raise _translate(exc, self.dir) from None
+
+    def clear(self, ino: int) -> None:
+        """Forget everything written (after a commit made it the base)."""
+        fd = self._fd(ino, create=False)
+        if fd is not None:
+            os.ftruncate(fd, 0)
+
+    def remove(self, ino: int) -> None:
+        with self._lock:
+            fd = self._fds.pop(ino, None)
+            self._created.discard(ino)
+        if fd is not None:
+            os.close(fd)
+        self.path(ino).unlink(missing_ok=True)
+
+    def fsync(self, ino: int) -> None:
+        fd = self._fd(ino, create=False)
+        if fd is None:
+            return
+        try:
+            os.fsync(fd)
+            with self._lock:
+                created = ino in self._created
+                self._created.discard(ino)
+            if created:
+                fsync_dir(self.dir)
+        except OSError as exc:
+            raise _translate(exc, self.dir) from None
+
+    def sync_all(self) -> None:
+        with self._lock:
+            fds = list(self._fds.values())
+            self._created.clear()
+        for fd in fds:
+            os.fsync(fd)
+        fsync_dir(self.dir)
+
+    def stored_inos(self) -> list[int]:
+        out = []
+        for p in self.dir.iterdir():
+            try:
+                out.append(int(p.name, 16))
+            except ValueError:
+                continue
+        return out
+
+    @staticmethod
+    def _is_data(fd: int, block_start: int) -> bool:
+        try:
+            return os.lseek(fd, block_start, SEEK_DATA) == block_start
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return False
+            raise
+
+
+def _fill(current: ReadFn, offset: int, length: int, size: int) -> bytes:
+    """The current bytes of [offset, offset+length), zeros past the end of the file."""
+    if length <= 0:
+        return b""
+    real = max(0, min(length, size - offset))
+    data = current(offset, real) if real else b""
+    if len(data) < length:
+        data += bytes(length - len(data))
+    return data
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _translate(exc: OSError, where: Path) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return no_space(where)
+    return exc

@@ -1,0 +1,131 @@
+"""Opening @head of a store: the lock, the state, recovery, and following new versions.
+
+Owns: `STORE/locks/head.lock` (one process serves or edits @head at a time: the mount daemon,
+or a CLI command when nothing is mounted), choosing @head's base version, finishing an
+interrupted commit, and removing what a crash left unreferenced. Never imports: daemon, trio,
+pyfuse3.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import time
+from dataclasses import dataclass
+
+from vfs.errors import HeadBusy, UnknownVersion, UserError
+from vfs.head.commit import recover
+from vfs.head.fs import HeadFS
+from vfs.head.overlay import Overlays
+from vfs.head.state import HEAD_ROOT, HeadDB, HNode, open_head_db
+from vfs.model import Entry, Kind, Version
+from vfs.store import Store
+
+
+def empty_base(uid: int, gid: int) -> Version:
+    """The base of @head in a store without versions: an empty directory."""
+    root = Entry(b"", Kind.DIR, stat.S_IFDIR | 0o755, uid, gid, time.time_ns(), 0, b"")
+    return Version(0, root, 0, 0, "", "")
+
+
+@dataclass(slots=True)
+class HeadSession:
+    store: Store
+    db: HeadDB
+    overlays: Overlays
+    fs: HeadFS
+    lock_fd: int
+
+    def close(self) -> None:
+        self.overlays.close()
+        self.db.close()
+        os.close(self.lock_fd)
+
+    def __enter__(self) -> HeadSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def is_clean(self) -> bool:
+        root = self.db.node(HEAD_ROOT)
+        return root is None or not root.dirty
+
+    def follow_latest(self) -> bool:
+        """If @head has no changes and a newer version exists, start over from it. Call only
+        when no inode of @head is held (at open, or after the kernel was told to drop them)."""
+        latest = self.store.latest()
+        if latest is None or not self.is_clean() or latest.number == self.fs.base.number:
+            return False
+        _reset_state(self.db, self.overlays, latest)
+        self.fs = HeadFS(self.store, self.db, self.overlays, latest)
+        return True
+
+    def reset(self) -> Version:
+        """Discard every change: @head becomes the newest version again."""
+        base = self.store.latest() or empty_base(os.getuid(), os.getgid())
+        _reset_state(self.db, self.overlays, base)
+        self.fs = HeadFS(self.store, self.db, self.overlays, base)
+        return base
+
+
+def _root_node(base: Version) -> HNode:
+    r = base.root_entry
+    return HNode(HEAD_ROOT, Kind.DIR, r.mode, r.uid, r.gid, r.mtime_ns, r.mtime_ns, 0, 2, r.ref,
+                 0, 0, r.xattrs, 0, False, b"")
+
+
+def _reset_state(db: HeadDB, overlays: Overlays, base: Version) -> None:
+    with db.txn():
+        db.wipe(keep_meta=("schema", "next_ino"))
+        db.put_node(_root_node(base))
+        db.set_meta("base", base.number)
+    for ino in overlays.stored_inos():
+        overlays.remove(ino)
+
+
+def open_head(store: Store) -> HeadSession:
+    """Take @head's lock and open its state (creating it on first use)."""
+    lock_path = store.root / "locks" / "head.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HeadBusy(f"@head of {store.root} is served by a running `dsfs mount`") from None
+    try:
+        db = open_head_db(store.root / "head")
+        overlays = Overlays(store.root / "head" / "data")
+        number = db.meta("base")
+        base: Version | None = None
+        if number is not None and int(number) > 0:
+            try:
+                base = store.version(int(number))
+            except UnknownVersion:
+                root = db.node(HEAD_ROOT)
+                if root is not None and root.dirty:
+                    raise UserError(f"@head's base v{number} is gone: its changes cannot be "
+                                    "read; run `dsfs reset --yes` to start over") from None
+        if base is None or db.node(HEAD_ROOT) is None:
+            base = store.latest() or empty_base(os.getuid(), os.getgid())
+            _reset_state(db, overlays, base)
+        session = HeadSession(store, db, overlays, HeadFS(store, db, overlays, base), fd)
+        recover(session.fs)
+        _remove_unreferenced(db, overlays)
+        session.follow_latest()
+        return session
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _remove_unreferenced(db: HeadDB, overlays: Overlays) -> None:
+    """Nodes unlinked while open when the last session ended, and overlay files of nothing."""
+    for ino in db.orphan_inos():
+        db.delete_node(ino)
+        overlays.remove(ino)
+    known = set(db.all_inos())
+    for ino in overlays.stored_inos():
+        if ino not in known:
+            overlays.remove(ino)
