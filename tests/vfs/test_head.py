@@ -187,7 +187,7 @@ def test_changes_survive_reopen_and_commit_recovers(store: Store, src: Path) -> 
 
 def test_fifo_and_modes(head: HeadSession, store: Store) -> None:
     fs = head.fs
-    ino, attr = fs.mknod(HEAD_ROOT, b"pipe", stat.S_IFIFO | 0o640, 0, 0)
+    _, attr = fs.mknod(HEAD_ROOT, b"pipe", stat.S_IFIFO | 0o640, 0, 0)
     assert stat.S_ISFIFO(attr.mode)
     v = commit(fs, "fifo").version
     assert stat.S_ISFIFO(store.lookup(v, b"pipe").mode)

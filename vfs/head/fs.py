@@ -647,8 +647,6 @@ class HeadFS:
             t = now_ns()
             changes: dict[str, object] = {"mtime_ns": t, "ctime_ns": t,
                                           "size": max(n.size, offset + len(data))}
-            if n.mode & (stat.S_ISUID | stat.S_ISGID):
-                changes["mode"] = n.mode & ~(stat.S_ISUID | stat.S_ISGID)
             if n.base_len != base_len:
                 changes["base_len"] = n.base_len
             self._update(n, **changes)

@@ -71,7 +71,6 @@ def head_status(fs: HeadFS) -> list[StatusItem]:
                 walk(child, p)
             elif c.dirty:
                 written = fs.overlays.written_bytes(child, c.size) if c.kind == Kind.FILE else 0
-                written += max(0, c.size - c.base_size) if c.kind == Kind.FILE else 0
                 if _differs(c, base, written):
                     modified.append(StatusItem("modified", p, c.kind, written))
 
