@@ -9,6 +9,8 @@ Runs in the trio thread.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +26,39 @@ from vfs.model import Version
 from vfs.view import Attr
 
 
+class Gate:
+    """Mutations of @head pass it shared; a commit or reset holds it alone (reads never wait).
+    A waiting commit stops new mutations from entering, then waits for those inside."""
+
+    def __init__(self) -> None:
+        self._door = trio.Lock()
+        self._inside = 0
+        self._empty = trio.Event()
+        self._empty.set()
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        async with self._door:
+            self._inside += 1
+            if self._inside == 1:
+                self._empty = trio.Event()
+        try:
+            yield
+        finally:
+            self._inside -= 1
+            if self._inside == 0:
+                self._empty.set()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._door:
+            await self._empty.wait()
+            yield
+
+    def busy(self) -> bool:
+        return self._door.locked() or self._inside > 0
+
+
 def mount_attr(attr: Attr) -> Attr:
     return replace(attr, ino=to_head(attr.ino))
 
@@ -33,7 +68,10 @@ class HeadAdapter:
 
     def __init__(self, session: HeadSession) -> None:
         self.session = session
-        self.gate = trio.Lock()
+        self.gate = Gate()
+        self.kernel_appends = False
+        """True with the kernel's writeback cache: it places O_APPEND writes itself."""
+        self.write_limiter = trio.CapacityLimiter(4)
         self.files: dict[int, HeadFileHandle] = {}
 
     @property
@@ -64,7 +102,7 @@ class HeadAdapter:
 
     async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields) -> Attr:
-        async with self.gate:
+        async with self.gate.shared():
             return mount_attr(self.fs.setattr(
                 from_head(ino),
                 mode=attr.st_mode if fields.update_mode else None,
@@ -75,7 +113,7 @@ class HeadAdapter:
 
     async def create_node(self, kind: str, parent: int, name: bytes, mode: int,
                           ctx: pyfuse3.RequestContext, target: bytes = b"") -> Attr:
-        async with self.gate:
+        async with self.gate.shared():
             p = from_head(parent)
             if kind == "mkdir":
                 ino, attr = self.fs.mkdir(p, name, mode, ctx.uid, ctx.gid)
@@ -88,39 +126,39 @@ class HeadAdapter:
 
     async def create(self, parent: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[int, Attr]:
-        async with self.gate:
+        async with self.gate.shared():
             ino, attr = self.fs.create(from_head(parent), name, mode, ctx.uid, ctx.gid)
             self.fs.remember(ino)
             handle = self.fs.open(ino, writable=True, truncate=False,
-                                  append=bool(flags & os.O_APPEND))
+                                  append=self._append(flags))
             return self._add_file(handle), mount_attr(attr)
 
     async def link(self, ino: int, parent: int, name: bytes) -> Attr:
-        async with self.gate:
+        async with self.gate.shared():
             attr = self.fs.link(from_head(ino), from_head(parent), name)
             self.fs.remember(from_head(ino))
             return mount_attr(attr)
 
     async def unlink(self, parent: int, name: bytes) -> None:
-        async with self.gate:
+        async with self.gate.shared():
             self.fs.unlink(from_head(parent), name)
 
     async def rmdir(self, parent: int, name: bytes) -> None:
-        async with self.gate:
+        async with self.gate.shared():
             self.fs.rmdir(from_head(parent), name)
 
     async def rename(self, p1: int, n1: bytes, p2: int, n2: bytes, flags: int) -> None:
-        async with self.gate:
+        async with self.gate.shared():
             self.fs.rename(from_head(p1), n1, from_head(p2), n2,
                            noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
                            exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
 
     async def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
-        async with self.gate:
+        async with self.gate.shared():
             self.fs.setxattr(from_head(ino), name, value)
 
     async def removexattr(self, ino: int, name: bytes) -> None:
-        async with self.gate:
+        async with self.gate.shared():
             self.fs.removexattr(from_head(ino), name)
 
     def listxattr(self, ino: int) -> list[bytes]:
@@ -131,6 +169,9 @@ class HeadAdapter:
 
     # -- files ---------------------------------------------------------------------------------
 
+    def _append(self, flags: int) -> bool:
+        return bool(flags & os.O_APPEND) and not self.kernel_appends
+
     def _add_file(self, handle: HeadFileHandle) -> int:
         fh = _next_fh()
         self.files[fh] = handle
@@ -140,9 +181,9 @@ class HeadAdapter:
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         truncate = bool(flags & os.O_TRUNC)
         if writable or truncate:
-            async with self.gate:
+            async with self.gate.shared():
                 handle = self.fs.open(from_head(ino), writable, truncate,
-                                      bool(flags & os.O_APPEND))
+                                      self._append(flags))
         else:
             handle = self.fs.open(from_head(ino), False, False, False)
         return self._add_file(handle)
@@ -154,8 +195,13 @@ class HeadAdapter:
         return await trio.to_thread.run_sync(self.fs.read, node, offset, size, limiter=limiter)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
-        async with self.gate:
-            return self.fs.write(self.files[fh], offset, data)
+        handle = self.files[fh]
+        async with self.gate.shared():
+            node, offset = self.fs.prepare_write(handle, offset)
+            await trio.to_thread.run_sync(self.fs.write_data, node, offset, data,
+                                          limiter=self.write_limiter)
+            self.fs.finish_write(handle.ino, offset, len(data))
+            return len(data)
 
     def release(self, fh: int) -> None:
         handle = self.files.pop(fh, None)
@@ -170,20 +216,20 @@ class HeadAdapter:
     # -- control requests ----------------------------------------------------------------------
 
     async def commit(self, message: str, tag: str | None, allow_empty: bool) -> CommitResult:
-        async with self.gate:
+        async with self.gate.exclusive():
             return await trio.to_thread.run_sync(commit, self.fs, message, tag, allow_empty)
 
     async def status_report(self) -> dict[str, Any]:
-        async with self.gate:
+        async with self.gate.exclusive():
             return await trio.to_thread.run_sync(status_report, self.fs)
 
     async def reset(self) -> Version:
-        async with self.gate:
+        async with self.gate.exclusive():
             self.files.clear()
             return self.session.reset()
 
     def follow_latest(self) -> bool:
-        if self.gate.locked() or self.files:
+        if self.gate.busy() or self.files:
             return False
         return self.session.follow_latest()
 

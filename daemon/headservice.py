@@ -48,6 +48,10 @@ def attach_head(store: Store, ops: Operations) -> bool:
         log.warning("%s: this mount shows the versions without @head", exc)
         return False
     ops.head = HeadAdapter(session)
+    # The kernel keeps written pages and sends them in large batches (measured: 1 MiB writes
+    # into @head about 1.3x faster); close() and fsync() still hand everything to the daemon.
+    ops.enable_writeback_cache = os.environ.get("DSFS_WRITEBACK", "1") == "1"
+    ops.head.kernel_appends = ops.enable_writeback_cache
     log.info("@head is based on %s", session.fs.base.name if session.fs.base.number else
              "an empty directory")
     return True

@@ -237,14 +237,15 @@ def bound_malloc() -> None:
     except OSError:
         return
     m_mmap_threshold, m_arena_max = -3, -8
-    libc.mallopt(m_mmap_threshold, 128 * 1024)
+    libc.mallopt(m_mmap_threshold, int(os.environ.get("DSFS_MMAP_THRESHOLD", 128 * 1024)))
     libc.mallopt(m_arena_max, 2)
 
 
 def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (foreground)."""
     preflight(opts)
-    bound_malloc()
+    if os.environ.get("DSFS_MALLOC", "1") == "1":
+        bound_malloc()
     store = Store.open(opts.store, cache_bytes=opts.cache_bytes)
     view = VersionsView(store)
     serve = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())

@@ -58,7 +58,7 @@ def apply(objs: Objects, tree: TreeId | None, before: dict[bytes, Entry],
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32), size=st.integers(0, 3000),
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 40) | st.integers(0, 3000),
        batches=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.floats(0, 1),
                                   st.booleans()), min_size=1, max_size=4))
 def test_update_matches_build(seed: int, size: int,
@@ -148,3 +148,12 @@ def test_a_no_op_change_keeps_the_root_and_writes_only_the_touched_page() -> Non
     objs.puts = 0
     assert update_tree(TreeReader(objs.get), tree, {b"n0000100x": None}, objs.put) == tree
     assert objs.puts <= 1
+
+
+def test_an_unchanged_old_root_under_a_new_level() -> None:
+    # The one-entry root is a boundary, so it stays a page of its own below the new level.
+    objs = Objects()
+    first = next(name(i) for i in range(1000) if _is_boundary(name(i), 0))
+    tree = build_tree([entry(first)], objs.put)
+    apply(objs, tree, {first: entry(first)},
+          {first + bytes([c]): entry(first + bytes([c])) for c in range(65, 65 + 100)})

@@ -627,30 +627,37 @@ class HeadFS:
         return data + bytes(end - start - len(data))
 
     def write(self, handle: HeadFileHandle, offset: int, data: bytes) -> int:
-        ino = handle.ino
-        with self.db.txn():
-            n = self._store(ino)
-            if n.kind != Kind.FILE:
-                raise Invalid("not a regular file")
-            if handle.append:
-                offset = n.size
-            base_len = n.base_len
-            with self.stripe(ino):
-                if self.overlays.whole_copy and n.base_len > 0:
-                    full = n
-                    self.overlays.copy_whole(ino, n.size,
-                                             lambda o, k: self._read_locked(full, o, o + k))
-                    n = n.with_(base_len=0)
-                snap = n
-                self.overlays.write(ino, offset, data, n.size,
-                                    lambda o, k: self._read_locked(snap, o, o + k))
-            t = now_ns()
-            changes: dict[str, object] = {"mtime_ns": t, "ctime_ns": t,
-                                          "size": max(n.size, offset + len(data))}
-            if n.base_len != base_len:
-                changes["base_len"] = n.base_len
-            self._update(n, **changes)
+        """A whole write in the calling thread (prepare, write_data, finish_write)."""
+        node, offset = self.prepare_write(handle, offset)
+        self.write_data(node, offset, data)
+        self.finish_write(handle.ino, offset, len(data))
         return len(data)
+
+    def prepare_write(self, handle: HeadFileHandle, offset: int) -> tuple[HNode, int]:
+        """Store the node, settle the offset (O_APPEND); returns the node to write into."""
+        n = self._store(handle.ino)
+        if n.kind != Kind.FILE:
+            raise Invalid("not a regular file")
+        if handle.append:
+            offset = n.size
+        if self.overlays.whole_copy and n.base_len > 0:
+            with self.stripe(n.ino):
+                self.overlays.copy_whole(n.ino, n.size,
+                                         lambda o, k: self._read_locked(n, o, o + k))
+            n = self._update(n, base_len=0)
+        return n, offset
+
+    def write_data(self, n: HNode, offset: int, data: bytes) -> None:
+        """Put the bytes into the overlay (any thread; writes to one file are serialized)."""
+        with self.stripe(n.ino):
+            current = self.db.node(n.ino) or n
+            self.overlays.write(n.ino, offset, data, current.size,
+                                lambda o, k: self._read_locked(current, o, o + k))
+
+    def finish_write(self, ino: int, offset: int, length: int) -> None:
+        n = self.node(ino)
+        t = now_ns()
+        self._update(n, mtime_ns=t, ctime_ns=t, size=max(n.size, offset + length))
 
     def fsync(self, ino: int) -> None:
         self.overlays.fsync(ino)
