@@ -169,6 +169,11 @@ def prepare_piece(piece: Piece, is_known: Callable[[bytes], bool], level: int,
 _local = threading.local()
 
 
+def thread_chunker(params: ChunkParams) -> Chunker:
+    """This thread's chunker for these parameters (chunkers own a large buffer)."""
+    return _chunker(params)
+
+
 def _chunker(params: ChunkParams) -> Chunker:
     chunkers: dict[ChunkParams, Chunker] | None = getattr(_local, "chunkers", None)
     if chunkers is None:

@@ -20,13 +20,16 @@ version by its token and finishes step 3. @head's content is the same either way
 
 from __future__ import annotations
 
+import os
 import secrets
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
 from vfs import schema
-from vfs.chunking import Chunker, Piece, prepare_piece
+from vfs.chunking import Piece, prepare_piece, thread_chunker
 from vfs.diff import diff_trees
 from vfs.errors import UserError
 from vfs.head.fs import HEAD_LINK, HeadFS
@@ -79,7 +82,8 @@ class _Builder:
         self.plan: list[tuple[int, bytes, int]] = []
         self.pages: dict[bytes, bytes] = {}
         self.trees = TreeReader(self._get_page)
-        self.chunker = Chunker(fs.store.config.chunk)
+        self._pending: dict[int, Future[list[ChunkSpan] | None]] = {}
+        self._lock = threading.Lock()
         self.files = 0
         self.chunked = 0
         self._contents: dict[int, bytes] = {}
@@ -132,11 +136,39 @@ class _Builder:
 
     # -- file contents ---------------------------------------------------------------------------
 
+    def start_files(self, pool: ThreadPoolExecutor) -> None:
+        """Chunk every changed file in worker threads, before the trees are built."""
+        stack = [HEAD_ROOT]
+        while stack:
+            ino = stack.pop()
+            for _, child in self.db.dirty_dirents(ino):
+                n = self.db.node(child) if child != WHITEOUT else None
+                if n is None or not n.dirty or child in self._pending:
+                    continue
+                if n.kind == Kind.DIR:
+                    stack.append(child)
+                elif n.kind == Kind.FILE:
+                    self._pending[child] = pool.submit(self._file_spans, n)
+
     def _file_content(self, n: HNode) -> bytes:
+        future = self._pending.get(n.ino)
+        spans = future.result() if future is not None else self._file_spans(n)
+        if spans is None:
+            return n.base
+        ref = bytes(self._ref(spans))
+        self.plan.append((n.ino, ref, n.size))
+        self.files += 1
+        if self.progress is not None:
+            self.progress(1)
+        return ref
+
+    def _file_spans(self, n: HNode) -> list[ChunkSpan] | None:
+        """The new chunk list of a changed file (None: its content is the base's). Any
+        thread: base chunks no write touched are kept, the rest is chunked again."""
         base_spans = self.store.contents.spans(ContentRef(n.base), n.base_size) if n.base else []
         written = self.fs.overlays.data_ranges(n.ino, 0, n.size)
         if not written and n.base_len == n.base_size == n.size:
-            return n.base
+            return None
         spans: list[ChunkSpan] = []
         window: int | None = None  # start of the run of base spans being rechunked
         pos = 0
@@ -161,11 +193,7 @@ class _Builder:
             window = min(pos, n.size)
         if window < n.size:
             spans.extend(self._chunk_window(n, window, n.size, written))
-        self.plan.append((n.ino, bytes(self._ref(spans)), n.size))
-        self.files += 1
-        if self.progress is not None:
-            self.progress(1)
-        return bytes(self._ref(spans))
+        return spans
 
     def _ref(self, spans: list[ChunkSpan]) -> ContentRef:
         if not spans:
@@ -186,16 +214,15 @@ class _Builder:
                 continue
 
             def read_into(view: memoryview, at: int) -> int:
-                data = self.fs.read(n, at, len(view))
-                view[:len(data)] = data
-                return len(data)
+                return self.fs.read_into(n, view, at)
 
             with self.writer.known_checker() as is_known:
-                for piece in self.chunker.extent(read_into, a, b):
+                for piece in thread_chunker(self.store.config.chunk).extent(read_into, a, b):
                     p = prepare_piece(Piece(piece.length, piece.data), is_known,
                                       self.writer.zstd_level, self.writer)
                     out.append(ChunkSpan(p.cid, p.length))
-            self.chunked += b - a
+            with self._lock:
+                self.chunked += b - a
         return out
 
 
@@ -279,7 +306,14 @@ def commit(fs: HeadFS, message: str, tag: str | None = None, allow_empty: bool =
         writer = store.new_writer()
         try:
             builder = _Builder(fs, writer, progress)
-            root_entry = builder.entry(HEAD_ROOT, b"")
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                    thread_name_prefix="dsfs-commit") as pool:
+                try:
+                    builder.start_files(pool)
+                    root_entry = builder.entry(HEAD_ROOT, b"")
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
             stats = _stats(builder, fs.base, root_entry.tree)
             token = secrets.token_hex(16)
             db.put_plan(builder.plan)

@@ -607,6 +607,19 @@ class HeadFS:
             n = self.db.node(n.ino) or n  # a commit may have rebased it meanwhile
             return self._read_locked(n, offset, min(end, n.size))
 
+    def read_into(self, n: HNode, view: memoryview, offset: int) -> int:
+        """Fill `view` with the file's bytes at `offset` (any thread); the count read."""
+        with self.stripe(n.ino):
+            n = self.db.node(n.ino) or n
+            end = min(offset + len(view), n.size)
+            if offset >= end:
+                return 0
+            if self.overlays.data_ranges(n.ino, offset, end) == [(offset, end)]:
+                return self.overlays.preadv(n.ino, view[:end - offset], offset)
+            data = self._read_locked(n, offset, end)
+        view[:len(data)] = data
+        return len(data)
+
     def _read_locked(self, n: HNode, offset: int, end: int) -> bytes:
         pieces: list[bytes] = []
         pos = offset

@@ -124,6 +124,19 @@ class Overlays:
         data = os.pread(fd, length, offset)
         return data if len(data) == length else data + bytes(length - len(data))
 
+    def preadv(self, ino: int, view: memoryview, offset: int) -> int:
+        """Read overlay bytes straight into `view` (the range must be written data)."""
+        fd = self._fd(ino, create=False)
+        assert fd is not None
+        got = 0
+        while got < len(view):
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if n == 0:
+                view[got:] = bytes(len(view) - got)
+                break
+            got += n
+        return len(view)
+
     def written_bytes(self, ino: int, size: int) -> int:
         return sum(b - a for a, b in self.data_ranges(ino, 0, size))
 
