@@ -57,7 +57,7 @@ def apply(objs: Objects, tree: TreeId | None, before: dict[bytes, Entry],
     return root, after
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)
 @given(seed=st.integers(0, 2**32), size=st.integers(0, 40) | st.integers(0, 3000),
        batches=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.floats(0, 1),
                                   st.booleans()), min_size=1, max_size=4))

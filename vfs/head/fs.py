@@ -107,6 +107,11 @@ class HeadFS:
 
     # -- nodes -------------------------------------------------------------------------------
 
+    def reserve_numbers(self) -> None:
+        """Before this state is replaced (reset): numbers handed out in memory, which the
+        kernel may still hold, must never be handed out again."""
+        self.db.reserve_ino(self._next - 1)
+
     def _new_ino(self) -> int:
         ino = self._next
         self._next += 1

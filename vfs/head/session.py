@@ -58,6 +58,7 @@ class HeadSession:
         latest = self.store.latest()
         if latest is None or not self.is_clean() or latest.number == self.fs.base.number:
             return False
+        self.fs.reserve_numbers()
         _reset_state(self.db, self.overlays, latest)
         self.fs = HeadFS(self.store, self.db, self.overlays, latest)
         return True
@@ -65,6 +66,7 @@ class HeadSession:
     def reset(self) -> Version:
         """Discard every change: @head becomes the newest version again."""
         base = self.store.latest() or empty_base(os.getuid(), os.getgid())
+        self.fs.reserve_numbers()
         _reset_state(self.db, self.overlays, base)
         self.fs = HeadFS(self.store, self.db, self.overlays, base)
         return base

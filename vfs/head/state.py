@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from vfs import schema
+from vfs.errors import StoreWriteError
+from vfs.fsutil import no_space
 from vfs.model import Kind, Xattrs
 
 HEAD_ROOT = 1
@@ -146,14 +148,18 @@ class HeadDB:
             if self._conn.in_transaction:
                 yield
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    self._cache.clear()
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
                 self._cache.clear()
-                raise
-            self._conn.execute("COMMIT")
+                raise _translate(exc, self.path) from None
 
     def sync(self) -> None:
         """Make every committed change durable (fsync of the write-ahead log)."""
@@ -318,6 +324,13 @@ class HeadDB:
         nodes = self._one("SELECT count(*) FROM nodes")[0]
         dirty = self._one("SELECT count(*) FROM nodes WHERE dirty=1")[0]
         return {"nodes": int(nodes), "dirty": int(dirty)}
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> Exception:
+    text = str(exc).lower()
+    if "full" in text or "no space" in text:
+        return no_space(path.parent)
+    return StoreWriteError(f"@head state {path} could not be written: {exc}")
 
 
 def open_head_db(head_dir: Path) -> HeadDB:
