@@ -172,14 +172,18 @@ class Head:
         tool = B.Dsfs(self.runner, home, self.exe)
         m = B.DsfsMount(part.key, self.runner, tool, self.mnt)
         m.clear_mountpoint()
+        commands = self.commands.setdefault(part.key, {})
         try:
             if fresh:
                 tool.fresh(Path())
             part.facts.setdefault("mount_seconds", []).append(m.mount())
+            commands.update(m.commands)  # init and mount first, umount last
             yield m
+        except B.ToolFailed as e:
+            raise B.ToolFailed(f"{e}{m.failure_details()}") from e
         finally:
             m.unmount()
-            self.commands.setdefault(part.key, {}).update(m.commands)
+            commands.update(m.commands)
 
     def daemon_memory(self, mnt: Path) -> Json:
         pid = daemon_pid(mnt)
@@ -197,7 +201,6 @@ class Head:
         src = data.random_file(self.args.workdir, self.sizes.random_bytes)
         size = src.stat().st_size
         part.facts.update(source=str(src), bytes=size)
-        self.native.mkdir(parents=True, exist_ok=True)
         with self.mounted(part, self.stores / "scratch", fresh=True) as m:
             target = {"native": self.native / "dd.bin", "dsfs": m.mnt / "@head" / "dd.bin"}
             for rep in self.repeats(part):
@@ -209,6 +212,7 @@ class Head:
                         cmd = ["dd", f"if={src}", f"of={target[who]}", "bs=1M", *extra]
                         t = self.timed(part, f"dd {variant} ({who})", cmd, m)
                         r[f"{variant}_{who}"] = size / MB / t.seconds
+                        B.log(f"dd {variant} {who}: {r[f'{variant}_{who}']:.0f} MB/s")
                         got = target[who].stat().st_size
                         if got != size:
                             raise B.ToolFailed(
@@ -258,8 +262,10 @@ class Head:
                     raise B.ToolFailed(
                         f"commit {reply}: {committed} does not hold what @head/{rel} held"
                     )
+                t_cli = self.timed(part, "CLI start-up", [str(self.exe), "--help"], m)
                 part.runs.append(
                     {
+                        "cli_start_seconds": t_cli.seconds,
                         "commit_seconds": t_commit.seconds,
                         "commit_cpu_seconds": t_commit.cpu_seconds,
                         "status_seconds": t_status.seconds,
@@ -309,19 +315,27 @@ class Head:
             r["cp_dsfs"] = self.shell(part, "cp -a (dsfs)", line, m)
             B.drop_page_cache()
             cmd = self.dsfs(home / "store", "commit", "--json", "-q", "-m", "bench head: tree")
-            t = self.timed(part, "commit", cmd, m)
-            flush = timed_sync()
-            reply = json_output(self.runner.last_log)
-            r.update(
-                commit_seconds=t.seconds + flush,
-                commit_command_seconds=t.seconds,
-                commit_sync_seconds=flush,
-                commit_cpu_seconds=t.cpu_seconds,
-                commit_new_stored_bytes=reply["new_stored_bytes"],
-                commit_files_rebuilt=reply["files_rebuilt"],
-                **self.daemon_memory(m.mnt),
-            )
-        self._check_version(home / "store", st, "commit")
+            try:  # a failed commit still leaves the cp -a figures of this repeat
+                t = self.timed(part, "commit", cmd, m)
+            except B.ToolFailed as e:
+                part.error = part.error or f"{e}{m.failure_details()}"
+                B.log(f"commit1g: commit FAILED: {e}")
+                r["commit_failed"] = True
+                t = None
+            if t is not None:
+                flush = timed_sync()
+                reply = json_output(self.runner.last_log)
+                r.update(
+                    commit_seconds=t.seconds + flush,
+                    commit_command_seconds=t.seconds,
+                    commit_sync_seconds=flush,
+                    commit_cpu_seconds=t.cpu_seconds,
+                    commit_new_stored_bytes=reply["new_stored_bytes"],
+                    commit_files_rebuilt=reply["files_rebuilt"],
+                    **self.daemon_memory(m.mnt),
+                )
+        if t is not None:
+            self._check_version(home / "store", st, "commit")
         shutil.rmtree(home)
         return r
 
@@ -358,7 +372,6 @@ class Head:
         part.facts.update(
             source=str(src), files=s.git_files, dirs=s.git_dirs, commits=s.git_commits
         )
-        self.native.mkdir(parents=True, exist_ok=True)
         with self.mounted(part, self.stores / "scratch", fresh=True) as m:
             dst = {"native": self.native / "clone", "dsfs": m.mnt / "@head" / "clone"}
             for rep in self.repeats(part):
@@ -388,7 +401,6 @@ class Head:
         part.facts.update(
             source=str(src), files=st.files, bytes=st.bytes, dirs=self.sizes.small_dirs
         )
-        self.native.mkdir(parents=True, exist_ok=True)
         with self.mounted(part, self.stores / "scratch", fresh=True) as m:
             dst = {"native": self.native / "small", "dsfs": m.mnt / "@head" / "small"}
             for rep in self.repeats(part):
@@ -435,6 +447,7 @@ def run_head(args: argparse.Namespace) -> Any:
         "git": h.part_git,
         "cp": h.part_cp,
     }
+    h.native.mkdir(parents=True, exist_ok=True)
     restore = B.stop_signals()
     try:
         for part in parts:

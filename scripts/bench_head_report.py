@@ -88,7 +88,8 @@ def commit_table(p: dict[str, Part]) -> tuple[str, Json]:
     def row(label: str, part: Part, key: str, unit: str = "s", extra: str = "") -> None:
         m = med(part, key)
         out[f"{part.key}.{key}"] = m
-        lines.append(f"| {label} | {fmt(m, unit)} {unit}{extra} | {runs_text(part, key, unit)} |")
+        cell = f"{fmt(m, unit)} {unit}{extra}" if m is not None else "n/a"
+        lines.append(f"| {label} | {cell} | {runs_text(part, key, unit)} |")
 
     if (c := p.get("commit")) is not None:
         n = f"{c.facts.get('files', 0):,}"
@@ -99,6 +100,7 @@ def commit_table(p: dict[str, Part]) -> tuple[str, Json]:
         )
         row("`dsfs status --json` with that change pending", c, "status_seconds")
         row("CPU of the `dsfs commit` command (client)", c, "commit_cpu_seconds")
+        row("`dsfs --help` (start-up of the CLI, for comparison)", c, "cli_start_seconds")
         mounts = c.facts.get("mount_seconds") or [None]
         lines.append(f"| `dsfs mount` of that store | {fmt(mounts[0], 's')} s | |")
         for when in ("after_mount", "after_commits"):

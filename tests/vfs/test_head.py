@@ -191,3 +191,55 @@ def test_fifo_and_modes(head: HeadSession, store: Store) -> None:
     assert stat.S_ISFIFO(attr.mode)
     v = commit(fs, "fifo").version
     assert stat.S_ISFIFO(store.lookup(v, b"pipe").mode)
+
+
+def status_of(fs: HeadFS) -> set[tuple[str, str]]:
+    from vfs.head.status import head_status
+
+    return {(i.change, os.fsdecode(i.path)) for i in head_status(fs)}
+
+
+def test_status_after_a_commit_and_an_editor_save(head: HeadSession) -> None:
+    fs = head.fs
+    ino, _ = fs.create(HEAD_ROOT, b"new.txt", 0o644, 0, 0)
+    write_at(fs, "new.txt", 0, b"x")
+    fs.rename(HEAD_ROOT, b"a.txt", HEAD_ROOT, b"r.txt")
+    assert status_of(fs) == {("added", "new.txt"), ("renamed", "r.txt")}
+    commit(fs, "two")
+    assert status_of(fs) == set()
+    write_at(fs, "new.txt", 1, b"y")
+    write_at(fs, "r.txt", 0, b"R")
+    assert status_of(fs) == {("modified", "new.txt"), ("modified", "r.txt"),
+                             ("modified", "d/a-link.txt")}  # a hard link of r.txt
+    # an editor's save: write a temporary file, rename it over the original
+    tmp, _ = fs.create(HEAD_ROOT, b".d.swp", 0o644, 0, 0)
+    write_at(fs, ".d.swp", 0, b"saved")
+    fs.rename(HEAD_ROOT, b".d.swp", path_ino(fs, "d"), b"g.txt")
+    assert ("modified", "d/g.txt") in status_of(fs)
+    # a directory replaced by a new one of the same name
+    fs.unlink(path_ino(fs, "d/e"), b"f.txt")
+    fs.rmdir(path_ino(fs, "d"), b"e")
+    fs.mkdir(path_ino(fs, "d"), b"e", 0o755, 0, 0)
+    st = status_of(fs)
+    assert ("deleted", "d/e") in st and ("added", "d/e") in st
+
+
+def test_access_acl_sets_the_mode_and_a_minimal_one_is_not_kept(head: HeadSession) -> None:
+    import struct
+
+    fs = head.fs
+    ino = path_ino(fs, "a.txt")
+    minimal = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+                                             for tag, perm in ((1, 6), (4, 4), (0x20, 0)))
+    fs.setxattr(ino, b"system.posix_acl_access", minimal)
+    assert stat.S_IMODE(fs.getattr(ino).mode) == 0o640
+    assert fs.listxattr(ino) == []
+    extended = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, uid)
+                                               for tag, perm, uid in ((1, 7, 0xFFFFFFFF),
+                                                                      (2, 6, 1000),
+                                                                      (4, 4, 0xFFFFFFFF),
+                                                                      (0x10, 5, 0xFFFFFFFF),
+                                                                      (0x20, 1, 0xFFFFFFFF)))
+    fs.setxattr(ino, b"system.posix_acl_access", extended)
+    assert stat.S_IMODE(fs.getattr(ino).mode) == 0o751
+    assert fs.listxattr(ino) == [b"system.posix_acl_access"]

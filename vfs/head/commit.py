@@ -79,7 +79,8 @@ class _Builder:
         self.store = fs.store
         self.writer = writer
         self.progress = progress
-        self.plan: list[tuple[int, bytes, int]] = []
+        self.plan: dict[int, list[Any]] = {}
+        """ino -> [new base or None, base size, path in the new version or None]"""
         self.pages: dict[bytes, bytes] = {}
         self.trees = TreeReader(self._get_page)
         self._pending: dict[int, Future[list[ChunkSpan] | None]] = {}
@@ -100,11 +101,24 @@ class _Builder:
 
     # -- entries -------------------------------------------------------------------------------
 
-    def entry(self, ino: int, name: bytes) -> Entry:
+    def _plan(self, ino: int, *, base: bytes | None = None, size: int = 0,
+              origin: bytes | None = None) -> None:
+        row = self.plan.setdefault(ino, [None, 0, None])
+        if base is not None:
+            row[0], row[1] = base, size
+        if origin is not None:
+            row[2] = origin
+
+    def plan_rows(self) -> list[tuple[int, bytes | None, int, bytes | None]]:
+        return [(ino, b, s, o) for ino, (b, s, o) in self.plan.items()]
+
+    def entry(self, ino: int, name: bytes, path: bytes = b"") -> Entry:
         n = self.db.node(ino)
         assert n is not None, f"dirent to a missing node {ino}"
+        if n.origin != path:
+            self._plan(ino, origin=path)  # status compares @head with the base by path
         if n.kind == Kind.DIR:
-            tree = self._dir_tree(n)
+            tree = self._dir_tree(n, path)
             return Entry(name, Kind.DIR, n.mode, n.uid, n.gid, n.mtime_ns,
                          self.trees.count(tree), tree, n.xattrs)
         ref = n.base
@@ -119,19 +133,20 @@ class _Builder:
         return Entry(name, n.kind, n.mode, n.uid, n.gid, n.mtime_ns, n.size, ref, n.xattrs,
                      link, max(n.nlink, 1))
 
-    def _dir_tree(self, n: HNode) -> TreeId:
+    def _dir_tree(self, n: HNode, path: bytes) -> TreeId:
         base = TreeId(n.base) if n.base else None
         if not n.dirty and base is not None:
             return base
         changes: dict[bytes, Entry | None] = {}
         for name, child in self.db.dirty_dirents(n.ino):
-            changes[name] = None if child == WHITEOUT else self.entry(child, name)
+            changes[name] = None if child == WHITEOUT else \
+                self.entry(child, name, path + b"/" + name if path else name)
         if base is None and not changes:
             tree = build_tree([], self.put)
         else:
             tree = update_tree(self.trees, base, changes, self.put)
         if tree != n.base:
-            self.plan.append((n.ino, tree, 0))
+            self._plan(n.ino, base=tree)
         return tree
 
     # -- file contents ---------------------------------------------------------------------------
@@ -156,7 +171,7 @@ class _Builder:
         if spans is None:
             return n.base
         ref = bytes(self._ref(spans))
-        self.plan.append((n.ino, ref, n.size))
+        self._plan(n.ino, base=ref, size=n.size)
         self.files += 1
         if self.progress is not None:
             self.progress(1)
@@ -316,7 +331,7 @@ def commit(fs: HeadFS, message: str, tag: str | None = None, allow_empty: bool =
                     raise
             stats = _stats(builder, fs.base, root_entry.tree)
             token = secrets.token_hex(16)
-            db.put_plan(builder.plan)
+            db.put_plan(builder.plan_rows())
             db.set_meta("pending", token)
             db.sync()
             version = store.record_version(writer, root_entry, message, stats,
@@ -336,15 +351,18 @@ def apply_plan(fs: HeadFS, version: Version) -> None:
     db = fs.db
     cleared: list[int] = []
     with db.txn():
-        for ino, base, base_size in db.plan():
+        for ino, base, base_size, origin in db.plan():
             n = db.node(ino)
             if n is None:
                 continue
-            if n.kind == Kind.FILE:
-                db.put_node(n.with_(base=base, base_size=base_size, base_len=base_size))
+            if origin is not None:
+                n = n.with_(origin=origin)
+            if base is not None and n.kind == Kind.FILE:
+                n = n.with_(base=base, base_size=base_size, base_len=base_size)
                 cleared.append(ino)
-            else:
-                db.put_node(n.with_(base=base))
+            elif base is not None:
+                n = n.with_(base=base)
+            db.put_node(n)
         db.clear_dirty()
         db.clear_plan()
         db.set_meta("base", version.number)

@@ -16,6 +16,7 @@ and a snapshot of the node).
 from __future__ import annotations
 
 import stat
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -517,8 +518,18 @@ class HeadFS:
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
         with self.db.txn():
             n = self._store(ino)
-            xattrs = tuple(sorted([(k, v) for k, v in n.xattrs if k != name] + [(name, value)]))
-            self._update(n, xattrs=xattrs, ctime_ns=now_ns())
+            changes: dict[str, object] = {"ctime_ns": now_ns()}
+            keep = [(k, v) for k, v in n.xattrs if k != name]
+            if name == ACL_ACCESS:
+                # With POSIX ACLs on, the daemon keeps the mode in step with the access ACL,
+                # and an ACL the mode says entirely is not kept (as local filesystems do).
+                bits, minimal = acl_mode(value)
+                changes["mode"] = (n.mode & ~0o777) | bits
+                if not minimal:
+                    keep.append((name, value))
+            else:
+                keep.append((name, value))
+            self._update(n, xattrs=tuple(sorted(keep)), **changes)
 
     def removexattr(self, ino: int, name: bytes) -> None:
         with self.db.txn():
@@ -680,6 +691,29 @@ class HeadFS:
     def fsync(self, ino: int) -> None:
         self.overlays.fsync(ino)
         self.db.sync()
+
+
+ACL_ACCESS = b"system.posix_acl_access"
+_ACL_HEADER = struct.Struct("<I")
+_ACL_ENTRY = struct.Struct("<HHI")
+_USER_OBJ, _GROUP_OBJ, _MASK, _OTHER = 0x01, 0x04, 0x10, 0x20
+
+
+def acl_mode(value: bytes) -> tuple[int, bool]:
+    """Permission bits an access ACL (Linux xattr form) implies, and whether the ACL is
+    minimal (says no more than those bits)."""
+    if len(value) < _ACL_HEADER.size or (len(value) - _ACL_HEADER.size) % _ACL_ENTRY.size or \
+            _ACL_HEADER.unpack_from(value)[0] != 2:
+        raise Invalid("malformed POSIX ACL")
+    perms: dict[int, int] = {}
+    count = 0
+    for off in range(_ACL_HEADER.size, len(value), _ACL_ENTRY.size):
+        tag, perm, _ = _ACL_ENTRY.unpack_from(value, off)
+        perms[tag] = perm & 7
+        count += 1
+    group = perms.get(_MASK, perms.get(_GROUP_OBJ, 0))
+    bits = perms.get(_USER_OBJ, 0) << 6 | group << 3 | perms.get(_OTHER, 0)
+    return bits, count <= 3
 
 
 def _check_name(name: bytes) -> None:

@@ -27,7 +27,8 @@ nodes       ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, base, ba
             base_len, xattrs (msgpack), link (base hard-link group), dirty, origin (base path)
 dirents     parent, name, ino (0 = deleted), dirty
 links       link (base hard-link group id) -> ino
-plan        ino -> new base, base_size: results of a commit, applied once its version exists
+plan        ino -> new base (NULL: unchanged), base_size, origin (its path in the new
+            version): results of a commit, applied once its version exists
 ==========  =================================================================================
 """
 
@@ -63,8 +64,8 @@ CREATE TABLE IF NOT EXISTS dirents(
     dirty INTEGER NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dirents_by_ino ON dirents(ino) WHERE ino != 0;
 CREATE TABLE IF NOT EXISTS links(link INTEGER PRIMARY KEY, ino INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS plan(ino INTEGER PRIMARY KEY, base BLOB NOT NULL,
-    base_size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS plan(ino INTEGER PRIMARY KEY, base BLOB,
+    base_size INTEGER NOT NULL, origin BLOB);
 """
 
 
@@ -291,13 +292,15 @@ class HeadDB:
 
     # -- commit plans and resets -----------------------------------------------------------------
 
-    def put_plan(self, rows: list[tuple[int, bytes, int]]) -> None:
+    def put_plan(self, rows: list[tuple[int, bytes | None, int, bytes | None]]) -> None:
         with self.txn():
             self._conn.execute("DELETE FROM plan")
-            self._conn.executemany("INSERT INTO plan VALUES(?, ?, ?)", rows)
+            self._conn.executemany("INSERT INTO plan VALUES(?, ?, ?, ?)", rows)
 
-    def plan(self) -> list[tuple[int, bytes, int]]:
-        return [(i, bytes(b), s) for i, b, s in self._all("SELECT ino, base, base_size FROM plan")]
+    def plan(self) -> list[tuple[int, bytes | None, int, bytes | None]]:
+        rows = self._all("SELECT ino, base, base_size, origin FROM plan")
+        return [(i, None if b is None else bytes(b), s, None if o is None else bytes(o))
+                for i, b, s, o in rows]
 
     def clear_plan(self) -> None:
         with self.txn():

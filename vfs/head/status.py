@@ -54,8 +54,10 @@ def head_status(fs: HeadFS) -> list[StatusItem]:
             c = fs.db.node(child)
             if c is None:
                 continue
-            same_origin = c.origin == p
-            if base is not None and (base.kind != c.kind or not same_origin):
+            same_link = base is not None and base.link != 0 and base.link == c.link
+            moved_here = c.origin is not None and c.origin != p and not same_link
+            new_dir = c.kind == Kind.DIR and base is not None and c.base != base.ref
+            if base is not None and (base.kind != c.kind or moved_here or new_dir):
                 deleted[p] = StatusItem("deleted", p, base.kind, _size(base))
                 base = None
             if base is None:
