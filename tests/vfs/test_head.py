@@ -201,7 +201,7 @@ def status_of(fs: HeadFS) -> set[tuple[str, str]]:
 
 def test_status_after_a_commit_and_an_editor_save(head: HeadSession) -> None:
     fs = head.fs
-    ino, _ = fs.create(HEAD_ROOT, b"new.txt", 0o644, 0, 0)
+    fs.create(HEAD_ROOT, b"new.txt", 0o644, 0, 0)
     write_at(fs, "new.txt", 0, b"x")
     fs.rename(HEAD_ROOT, b"a.txt", HEAD_ROOT, b"r.txt")
     assert status_of(fs) == {("added", "new.txt"), ("renamed", "r.txt")}
@@ -212,7 +212,7 @@ def test_status_after_a_commit_and_an_editor_save(head: HeadSession) -> None:
     assert status_of(fs) == {("modified", "new.txt"), ("modified", "r.txt"),
                              ("modified", "d/a-link.txt")}  # a hard link of r.txt
     # an editor's save: write a temporary file, rename it over the original
-    tmp, _ = fs.create(HEAD_ROOT, b".d.swp", 0o644, 0, 0)
+    fs.create(HEAD_ROOT, b".d.swp", 0o644, 0, 0)
     write_at(fs, ".d.swp", 0, b"saved")
     fs.rename(HEAD_ROOT, b".d.swp", path_ino(fs, "d"), b"g.txt")
     assert ("modified", "d/g.txt") in status_of(fs)
