@@ -44,6 +44,16 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 512K or 1M)") from None
 
 
+def parse_percent(text: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r} (try 10%)") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0% and 100%")
+    return value
+
+
 def split_spec(spec: str) -> tuple[str, bytes]:
     version, _, path = spec.partition(":")
     return version, os.fsencode(path)
@@ -253,23 +263,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
         note(args, f"rebuilt the index from {rr.packs} packs: {rr.objects:,} objects, "
                    f"{rr.versions} versions, {rr.tags} tags, {rr.bad_records} damaged records")
     with open_store(args) as store:
-        report = verify_store(store, read_data=args.read_data, progress=make_progress(args.quiet))
+        subset = args.read_data_subset
+        report = verify_store(store, read_data=args.read_data or subset is not None,
+                              progress=make_progress(args.quiet),
+                              subset=None if subset is None else subset / 100)
         if args.json:
             emit_json({"ok": report.ok, "versions": report.versions, "objects": report.objects,
                        "bytes_read": report.bytes_read,
                        "damaged_objects": len(report.damaged_objects),
-                       "problems": [p.to_dict() for p in report.problems]})
+                       "problems": [p.to_dict() for p in report.problems],
+                       "head_problems": [p.to_dict() for p in report.head_problems]})
         else:
             for p in report.problems:
                 print(f"DAMAGED v{p.version}:{p.path}: {p.problem}")
+            for h in report.head_problems:
+                print(f"DAMAGED {h.path}: {h.problem}")
             what = "structure and data" if args.read_data else "structure"
+            if subset is not None and subset < 100:
+                what = f"structure and a {subset:g}% sample of the data"
             if report.ok:
                 print(f"ok: {report.versions} versions, {report.objects:,} objects, {what} "
                       f"intact" + (f", {fmt.size(report.bytes_read)} read"
                                    if args.read_data else ""))
             else:
                 print(f"FAILED: {len(report.damaged_objects)} damaged objects affect "
-                      f"{len(report.problems)} files or directories")
+                      f"{len(report.problems)} files or directories"
+                      + (f"; {len(report.head_problems)} problems in @head"
+                         if report.head_problems else ""))
     return 0 if report.ok else 1
 
 
@@ -417,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("verify", cmd_verify, "check the store; exit 0 only when intact", json_=True)
     p.add_argument("--read-data", action="store_true",
                    help="also read and hash every chunk (slower)")
+    p.add_argument("--read-data-subset", type=parse_percent, default=None, metavar="N%",
+                   help="read and hash a random N%% of the stored data (whole packs), for "
+                        "big stores; run it regularly to cover everything over time")
     p.add_argument("--repair", action="store_true",
                    help="first rebuild the index from the packs (lost or damaged index)")
     add("stats", cmd_stats, "objects, packs and bytes the store holds", json_=True)

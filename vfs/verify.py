@@ -9,10 +9,12 @@ LMDB snapshots and immutable packs, so it runs beside a mount or an import.
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, field
 
 from vfs import schema
 from vfs.errors import CorruptData
+from vfs.head.check import HeadProblem, check_head
 from vfs.ids import ObjectId, ObjType, TreeId, short
 from vfs.model import Entry, Kind, Version
 from vfs.pack import REC_HEADER, pack_path
@@ -38,10 +40,11 @@ class VerifyReport:
     bytes_read: int = 0
     damaged_objects: dict[bytes, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    head_problems: list[HeadProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.damaged_objects and not self.problems
+        return not self.damaged_objects and not self.problems and not self.head_problems
 
 
 def _check_locations(store: Store, objects: dict[bytes, ObjType], bad: dict[bytes, str]) -> \
@@ -115,8 +118,29 @@ def _name_damage(store: Store, versions: list[Version], bad: dict[bytes, str]) -
     return problems
 
 
+def _subset(jobs: list[tuple[str, int, bytes, ObjType, int, int]], fraction: float
+            ) -> list[tuple[str, int, bytes, ObjType, int, int]]:
+    """Whole packs, picked at random, until `fraction` of the stored bytes is covered."""
+    by_pack: dict[str, list[tuple[str, int, bytes, ObjType, int, int]]] = {}
+    for job in jobs:
+        by_pack.setdefault(job[0], []).append(job)
+    packs = list(by_pack)
+    random.shuffle(packs)
+    total = sum(j[5] for j in jobs)
+    picked: list[tuple[str, int, bytes, ObjType, int, int]] = []
+    size = 0
+    for name in packs:
+        if size >= total * fraction:
+            break
+        picked.extend(by_pack[name])
+        size += sum(j[5] for j in by_pack[name])
+    return picked
+
+
 def verify_store(store: Store, read_data: bool = False,
-                 progress: Progress | None = None) -> VerifyReport:
+                 progress: Progress | None = None, subset: float | None = None) -> VerifyReport:
+    """Check every version (and @head); with `read_data`, read and hash every chunk, or a
+    random `subset` (0-1] of the packs' bytes."""
     progress = progress or NoProgress()
     report = VerifyReport()
     versions = store.versions()
@@ -130,6 +154,8 @@ def verify_store(store: Store, read_data: bool = False,
     jobs = _check_locations(store, found.objects, bad)
     report.objects = len(found.objects)
     if read_data:
+        if subset is not None and subset < 1:
+            jobs = _subset(jobs, subset)
         jobs.sort()
         progress.start("verify: data", sum(j[5] for j in jobs), "bytes")
         try:
@@ -144,6 +170,7 @@ def verify_store(store: Store, read_data: bool = False,
         finally:
             progress.finish()
     record_problems = _check_version_records(store, bad)
+    report.head_problems = check_head(store)
     report.damaged_objects = bad
     if bad:
         report.problems = record_problems + _name_damage(store, versions, bad)

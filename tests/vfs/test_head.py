@@ -243,3 +243,52 @@ def test_access_acl_sets_the_mode_and_a_minimal_one_is_not_kept(head: HeadSessio
     fs.setxattr(ino, b"system.posix_acl_access", extended)
     assert stat.S_IMODE(fs.getattr(ino).mode) == 0o751
     assert fs.listxattr(ino) == [b"system.posix_acl_access"]
+
+
+def test_a_flipped_bit_in_an_overlay_file_is_reported_not_served(head: HeadSession) -> None:
+    from vfs.errors import CorruptData
+
+    fs = head.fs
+    write_at(fs, "big.bin", 10_000, b"Z" * 9000)
+    ino = path_ino(fs, "big.bin")
+    assert read_all(fs, "big.bin")[10_000:19_000] == b"Z" * 9000
+    fd = os.open(fs.overlays.path(ino), os.O_RDWR)
+    os.pwrite(fd, bytes([os.pread(fd, 1, 12_345)[0] ^ 0x10]), 12_345)
+    os.close(fd)
+    with pytest.raises(CorruptData, match="checksum"):
+        fs.read(fs.node(ino), 12_300, 10)
+    assert fs.overlays.damaged_blocks(ino, fs.node(ino).size) == [12_288]
+    # bytes outside the damaged block still read
+    assert fs.read(fs.node(ino), 16_384, 100) == b"Z" * 100
+
+
+def test_a_damaged_row_of_the_head_database_is_reported(head: HeadSession) -> None:
+    import sqlite3
+
+    from vfs.errors import CorruptData
+
+    fs = head.fs
+    write_at(fs, "a.txt", 0, b"x")
+    ino = path_ino(fs, "a.txt")
+    conn = sqlite3.connect(head.db.path)
+    conn.execute("UPDATE nodes SET size = size + 1000 WHERE ino = ?", (ino,))
+    conn.commit()
+    conn.close()
+    head.db._cache.clear()
+    with pytest.raises(CorruptData, match="damaged"):
+        fs.getattr(ino)
+
+
+def test_verify_names_damaged_head_files(head: HeadSession, store: Store) -> None:
+    from vfs.verify import verify_store
+
+    fs = head.fs
+    write_at(fs, "d/g.txt", 0, b"g" * 10_000)
+    assert verify_store(store, read_data=True).ok
+    fd = os.open(fs.overlays.path(path_ino(fs, "d/g.txt")), os.O_RDWR)
+    os.pwrite(fd, b"\xff", 5000)
+    os.close(fd)
+    report = verify_store(store)
+    assert not report.ok
+    assert [(p.path, "4096" in p.problem) for p in report.head_problems] == [("@head/d/g.txt",
+                                                                              True)]

@@ -15,6 +15,7 @@ and a snapshot of the node).
 
 from __future__ import annotations
 
+import os
 import stat
 import struct
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vfs.errors import (
+    CorruptData,
     Exists,
     Invalid,
     IsADir,
@@ -619,9 +621,30 @@ class HeadFS:
             return b""
         if self.db.node(n.ino) is None:  # never written: straight from the base
             return self.store.contents.read(_content(n.base), n.base_size, offset, end - offset)
-        with self.stripe(n.ino):
-            n = self.db.node(n.ino) or n  # a commit may have rebased it meanwhile
-            return self._read_locked(n, offset, min(end, n.size))
+        try:
+            with self.stripe(n.ino):
+                n = self.db.node(n.ino) or n  # a commit may have rebased it meanwhile
+                return self._read_locked(n, offset, min(end, n.size))
+        except CorruptData as exc:
+            raise CorruptData(f"{self.path_of(n.ino)}: {exc}") from None
+
+    def path_of(self, ino: int) -> str:
+        """`@head/dir/file` for messages (one of its names for a hard link)."""
+        parts: list[bytes] = []
+        current = ino
+        for _ in range(4096):
+            if current == HEAD_ROOT:
+                break
+            names = self.db.names_of(current)
+            if names:
+                current, name = names[0]
+            else:
+                live = self.live.get(current)
+                if live is None or live.entry is None:
+                    break
+                current, name = live.parent, live.name
+            parts.append(name)
+        return "@head/" + os.fsdecode(b"/".join(reversed(parts)))
 
     def read_into(self, n: HNode, view: memoryview, offset: int) -> int:
         """Fill `view` with the file's bytes at `offset` (any thread); the count read."""
@@ -630,8 +653,6 @@ class HeadFS:
             end = min(offset + len(view), n.size)
             if offset >= end:
                 return 0
-            if self.overlays.data_ranges(n.ino, offset, end) == [(offset, end)]:
-                return self.overlays.preadv(n.ino, view[:end - offset], offset)
             data = self._read_locked(n, offset, end)
         view[:len(data)] = data
         return len(data)

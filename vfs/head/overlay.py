@@ -10,6 +10,11 @@ extent table of its own and a write costs no metadata transaction. A write that 
 a block first fills the rest of that block with the file's current bytes (the caller passes a
 function that reads them), so a data block of the overlay is always entirely current.
 
+Every data block has a CRC-32 in a sidecar file (`<ino>.sum`, 4 bytes per block), written with
+the block and checked on every read: a flipped bit or a torn write in an overlay file reads as
+CorruptData (EIO), never as wrong bytes. A block whose sum is missing (a crash between the two
+writes of a write that had not returned) reads as damaged too.
+
 This needs a filesystem that reports holes exactly (ext4, xfs, btrfs, tmpfs do). `probe_holes`
 checks it when the store opens; without it, `whole_copy` is set and a file's first write copies
 its whole current content into the overlay instead (correct, not copy-on-write).
@@ -19,10 +24,13 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from vfs.errors import CorruptData
 from vfs.fsutil import fsync_dir, no_space
 
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
@@ -55,39 +63,115 @@ def probe_holes(directory: Path) -> bool:
 class Overlays:
     """The overlay files of one store's @head."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, probe: bool = True) -> None:
         self.dir = directory
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.whole_copy = not probe_holes(directory)
+        if probe:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.whole_copy = not probe_holes(directory) if probe else False
         self._fds: dict[int, int] = {}
+        self._sums: dict[int, int] = {}
         self._lock = threading.Lock()
         self._created: set[int] = set()
 
     def path(self, ino: int) -> Path:
         return self.dir / f"{ino:016x}"
 
+    def sum_path(self, ino: int) -> Path:
+        return self.dir / f"{ino:016x}.sum"
+
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
+            for fd in [*self._fds.values(), *self._sums.values()]:
                 os.close(fd)
             self._fds.clear()
+            self._sums.clear()
 
     def _fd(self, ino: int, create: bool) -> int | None:
+        return self._open(self._fds, self.path(ino), ino, create)
+
+    def _sum_fd(self, ino: int, create: bool) -> int | None:
+        return self._open(self._sums, self.sum_path(ino), ino, create)
+
+    def _open(self, table: dict[int, int], path: Path, ino: int, create: bool) -> int | None:
         with self._lock:
-            fd = self._fds.get(ino)
+            fd = table.get(ino)
             if fd is not None:
                 return fd
             flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
             try:
-                fd = os.open(self.path(ino), flags, 0o600)
+                fd = os.open(path, flags, 0o600)
             except FileNotFoundError:
                 return None
             except OSError as exc:
                 raise _translate(exc, self.dir) from None
             if create:
                 self._created.add(ino)
-            self._fds[ino] = fd
+            table[ino] = fd
             return fd
+
+    # -- block checksums ---------------------------------------------------------------------
+
+    def _record_sums(self, ino: int, fd: int, start: int, end: int,
+                     payload: bytes | None = None, payload_at: int = 0) -> None:
+        """Write the sums of every block overlapping [start, end). Blocks entirely inside
+        `payload` (written at `payload_at`) are summed from it, the others read back."""
+        if start >= end:
+            return
+        sfd = self._sum_fd(ino, create=True)
+        assert sfd is not None
+        first, last = start // BLOCK, (end - 1) // BLOCK
+        sums = bytearray()
+        mv = memoryview(payload) if payload is not None else None
+        for b in range(first, last + 1):
+            lo = b * BLOCK - payload_at
+            if mv is not None and lo >= 0 and lo + BLOCK <= len(mv):
+                block: bytes | memoryview = mv[lo:lo + BLOCK]
+            else:
+                block = _block(os.pread(fd, BLOCK, b * BLOCK))
+            sums += _SUM.pack(zlib.crc32(block))
+        _pwrite_all(sfd, bytes(sums), first * _SUM.size)
+
+    def read_checked(self, ino: int, offset: int, length: int, what: str = "") -> bytes:
+        """Written bytes of the overlay, every block checked against its sum."""
+        if length <= 0:
+            return b""
+        fd = self._fd(ino, create=False)
+        if fd is None:
+            return bytes(length)
+        first, last = offset // BLOCK, (offset + length - 1) // BLOCK
+        count = last - first + 1
+        data = os.pread(fd, count * BLOCK, first * BLOCK)
+        data += bytes(count * BLOCK - len(data))
+        sfd = self._sum_fd(ino, create=False)
+        sums = os.pread(sfd, count * _SUM.size, first * _SUM.size) if sfd is not None else b""
+        sums += bytes(count * _SUM.size - len(sums))
+        mv = memoryview(data)
+        for i in range(count):
+            if zlib.crc32(mv[i * BLOCK:(i + 1) * BLOCK]) != \
+                    _SUM.unpack_from(sums, i * _SUM.size)[0]:
+                raise CorruptData(f"{what or f'@head inode {ino}'}: written bytes at offset "
+                                  f"{(first + i) * BLOCK} fail their checksum (overlay "
+                                  f"{self.path(ino).name})")
+        lo = offset - first * BLOCK
+        return bytes(mv[lo:lo + length])
+
+    def damaged_blocks(self, ino: int, size: int) -> list[int]:
+        """Offsets of written blocks that fail their sums (for verify)."""
+        bad: list[int] = []
+        for a, b in self.data_ranges(ino, 0, size):
+            pos = a - a % BLOCK
+            while pos < b:
+                step = min(b - pos, 256 * BLOCK)
+                try:
+                    self.read_checked(ino, pos, step)
+                except CorruptData:
+                    for blk in range(pos, pos + step, BLOCK):
+                        try:
+                            self.read_checked(ino, blk, min(BLOCK, b - blk))
+                        except CorruptData:
+                            bad.append(blk)
+                pos += step
+        return bad
 
     def exists(self, ino: int) -> bool:
         return ino in self._fds or self.path(ino).exists()
@@ -117,25 +201,8 @@ class Overlays:
             pos = b
         return out
 
-    def pread(self, ino: int, offset: int, length: int) -> bytes:
-        fd = self._fd(ino, create=False)
-        if fd is None:
-            return bytes(length)
-        data = os.pread(fd, length, offset)
-        return data if len(data) == length else data + bytes(length - len(data))
-
-    def preadv(self, ino: int, view: memoryview, offset: int) -> int:
-        """Read overlay bytes straight into `view` (the range must be written data)."""
-        fd = self._fd(ino, create=False)
-        assert fd is not None
-        got = 0
-        while got < len(view):
-            n = os.preadv(fd, [view[got:]], offset + got)
-            if n == 0:
-                view[got:] = bytes(len(view) - got)
-                break
-            got += n
-        return len(view)
+    def pread(self, ino: int, offset: int, length: int, what: str = "") -> bytes:
+        return self.read_checked(ino, offset, length, what)
 
     def written_bytes(self, ino: int, size: int) -> int:
         return sum(b - a for a, b in self.data_ranges(ino, 0, size))
@@ -162,9 +229,11 @@ class Overlays:
             prefix = _fill(current, head_start, offset - head_start, size)
         if end < tail_end and not self._is_data(fd, last_block):
             suffix = _fill(current, end, tail_end - end, size)
+        payload = prefix + data + suffix if (prefix or suffix) else data
+        at = offset - len(prefix)
         try:
-            _pwrite_all(fd, prefix + data + suffix if (prefix or suffix) else data,
-                        offset - len(prefix))
+            _pwrite_all(fd, payload, at)
+            self._record_sums(ino, fd, at, at + len(payload), payload, at)
         except OSError as exc:
             raise _translate(exc, self.dir) from None
 
@@ -179,6 +248,7 @@ class Overlays:
                 piece = current(pos, min(step, size - pos))
                 if piece.count(0) != len(piece):
                     _pwrite_all(fd, piece, pos)
+                    self._record_sums(ino, fd, pos, pos + len(piece))
                 pos += len(piece)
             os.ftruncate(fd, size)
         except OSError as exc:
@@ -191,6 +261,12 @@ class Overlays:
         try:
             if os.fstat(fd).st_size > size:
                 os.ftruncate(fd, size)
+                sfd = self._sum_fd(ino, create=True)
+                assert sfd is not None
+                blocks = -(-size // BLOCK)
+                os.ftruncate(sfd, blocks * _SUM.size)
+                if size % BLOCK and self._is_data(fd, size - size % BLOCK):
+                    self._record_sums(ino, fd, size - size % BLOCK, size)
         except OSError as exc:
             raise _translate(exc, self.dir) from None
 
@@ -199,14 +275,19 @@ class Overlays:
         fd = self._fd(ino, create=False)
         if fd is not None:
             os.ftruncate(fd, 0)
+        sfd = self._sum_fd(ino, create=False)
+        if sfd is not None:
+            os.ftruncate(sfd, 0)
 
     def remove(self, ino: int) -> None:
         with self._lock:
-            fd = self._fds.pop(ino, None)
+            fds = [self._fds.pop(ino, None), self._sums.pop(ino, None)]
             self._created.discard(ino)
-        if fd is not None:
-            os.close(fd)
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
         self.path(ino).unlink(missing_ok=True)
+        self.sum_path(ino).unlink(missing_ok=True)
 
     def fsync(self, ino: int) -> None:
         fd = self._fd(ino, create=False)
@@ -214,6 +295,9 @@ class Overlays:
             return
         try:
             os.fsync(fd)
+            sfd = self._sum_fd(ino, create=False)
+            if sfd is not None:
+                os.fsync(sfd)
             with self._lock:
                 created = ino in self._created
                 self._created.discard(ino)
@@ -224,7 +308,7 @@ class Overlays:
 
     def sync_all(self) -> None:
         with self._lock:
-            fds = list(self._fds.values())
+            fds = [*self._fds.values(), *self._sums.values()]
             self._created.clear()
         for fd in fds:
             os.fsync(fd)
@@ -258,6 +342,13 @@ def _fill(current: ReadFn, offset: int, length: int, size: int) -> bytes:
     if len(data) < length:
         data += bytes(length - len(data))
     return data
+
+
+_SUM = struct.Struct("<I")
+
+
+def _block(data: bytes) -> bytes:
+    return data if len(data) == BLOCK else data + bytes(BLOCK - len(data))
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

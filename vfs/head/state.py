@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from vfs import schema
-from vfs.errors import StoreWriteError
+from vfs.errors import CorruptData, StoreWriteError
 from vfs.fsutil import no_space
 from vfs.model import Kind, Xattrs
 
@@ -58,10 +59,11 @@ CREATE TABLE IF NOT EXISTS nodes(
     uid INTEGER NOT NULL, gid INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     ctime_ns INTEGER NOT NULL, size INTEGER NOT NULL, nlink INTEGER NOT NULL,
     base BLOB NOT NULL, base_size INTEGER NOT NULL, base_len INTEGER NOT NULL,
-    xattrs BLOB, link INTEGER NOT NULL, dirty INTEGER NOT NULL, origin BLOB);
+    xattrs BLOB, link INTEGER NOT NULL, dirty INTEGER NOT NULL, origin BLOB,
+    sum INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dirents(
     parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL,
-    dirty INTEGER NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;
+    dirty INTEGER NOT NULL, sum INTEGER NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dirents_by_ino ON dirents(ino) WHERE ino != 0;
 CREATE TABLE IF NOT EXISTS links(link INTEGER PRIMARY KEY, ino INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS plan(ino INTEGER PRIMARY KEY, base BLOB,
@@ -99,13 +101,26 @@ class HNode:
         return replace(self, **changes)
 
 
-_COLUMNS = ("ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, base, base_size, "
-            "base_len, xattrs, link, dirty, origin")
+NODE_COLUMNS = ("ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, base, base_size, "
+            "base_len, xattrs, link, dirty, origin, sum")
 
 
-def _row_to_node(row: tuple[Any, ...]) -> HNode:
+def _row_sum(fields: tuple[Any, ...]) -> int:
+    """Checksum of a row (all but its dirty mark): a flipped bit in head.db is caught on read,
+    never served (SQLite has no checksums of its own)."""
+    return zlib.crc32(schema.enc_msg(list(fields)))
+
+
+def _check_row(fields: tuple[Any, ...], stored: int, what: str) -> None:
+    if _row_sum(tuple(bytes(f) if isinstance(f, memoryview) else f for f in fields)) != stored:
+        raise CorruptData(f"@head state is damaged ({what} fails its checksum): run "
+                          "`dsfs verify` for details")
+
+
+def row_to_node(row: tuple[Any, ...]) -> HNode:
     (ino, kind, mode, uid, gid, mtime, ctime, size, nlink, base, base_size, base_len, xattrs,
-     link, dirty, origin) = row
+     link, dirty, origin, stored) = row
+    _check_row(row[:14] + row[15:16], stored, f"node {ino}")
     xa: Xattrs = tuple((bytes(k), bytes(v)) for k, v in schema.dec_msg(xattrs)) if xattrs \
         else ()
     return HNode(ino, Kind(kind), mode, uid, gid, mtime, ctime, size, nlink, bytes(base),
@@ -115,8 +130,9 @@ def _row_to_node(row: tuple[Any, ...]) -> HNode:
 
 def _node_to_row(n: HNode) -> tuple[Any, ...]:
     xattrs = schema.enc_msg([list(x) for x in n.xattrs]) if n.xattrs else None
-    return (n.ino, int(n.kind), n.mode, n.uid, n.gid, n.mtime_ns, n.ctime_ns, n.size, n.nlink,
-            n.base, n.base_size, n.base_len, xattrs, n.link, int(n.dirty), n.origin)
+    row = (n.ino, int(n.kind), n.mode, n.uid, n.gid, n.mtime_ns, n.ctime_ns, n.size, n.nlink,
+           n.base, n.base_size, n.base_len, xattrs, n.link, int(n.dirty), n.origin)
+    return (*row, _row_sum(row[:14] + row[15:16]))
 
 
 class HeadDB:
@@ -199,8 +215,8 @@ class HeadDB:
         with self._lock:
             if ino in self._cache:
                 return self._cache[ino]
-            row = self._one(f"SELECT {_COLUMNS} FROM nodes WHERE ino=?", (ino,))
-            node = None if row is None else _row_to_node(row)
+            row = self._one(f"SELECT {NODE_COLUMNS} FROM nodes WHERE ino=?", (ino,))
+            node = None if row is None else row_to_node(row)
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[ino] = node
@@ -208,8 +224,8 @@ class HeadDB:
 
     def put_node(self, node: HNode) -> None:
         with self.txn():
-            self._conn.execute(f"INSERT OR REPLACE INTO nodes({_COLUMNS}) VALUES "
-                               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _node_to_row(node))
+            self._conn.execute(f"INSERT OR REPLACE INTO nodes({NODE_COLUMNS}) VALUES "
+                               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _node_to_row(node))
             self._cache[node.ino] = node
 
     def delete_node(self, ino: int) -> None:
@@ -219,8 +235,8 @@ class HeadDB:
             self._cache[ino] = None
 
     def dirty_nodes(self) -> list[HNode]:
-        rows = self._all(f"SELECT {_COLUMNS} FROM nodes WHERE dirty=1")
-        return [_row_to_node(r) for r in rows]
+        rows = self._all(f"SELECT {NODE_COLUMNS} FROM nodes WHERE dirty=1")
+        return [row_to_node(r) for r in rows]
 
     def all_inos(self) -> list[int]:
         return [r[0] for r in self._all("SELECT ino FROM nodes")]
@@ -243,14 +259,17 @@ class HeadDB:
     # -- names -------------------------------------------------------------------------------
 
     def dirent(self, parent: int, name: bytes) -> tuple[int, bool] | None:
-        row = self._one("SELECT ino, dirty FROM dirents WHERE parent=? AND name=?",
+        row = self._one("SELECT ino, dirty, sum FROM dirents WHERE parent=? AND name=?",
                         (parent, name))
-        return None if row is None else (row[0], bool(row[1]))
+        if row is None:
+            return None
+        check_dirent(parent, name, row[0], row[2])
+        return row[0], bool(row[1])
 
     def put_dirent(self, parent: int, name: bytes, ino: int, dirty: bool) -> None:
         with self.txn():
-            self._conn.execute("INSERT OR REPLACE INTO dirents VALUES(?,?,?,?)",
-                               (parent, name, ino, int(dirty)))
+            self._conn.execute("INSERT OR REPLACE INTO dirents VALUES(?,?,?,?,?)",
+                               (parent, name, ino, int(dirty), _row_sum((parent, name, ino))))
 
     def delete_dirent(self, parent: int, name: bytes) -> None:
         with self.txn():
@@ -258,22 +277,28 @@ class HeadDB:
 
     def dirents(self, parent: int) -> list[tuple[bytes, int, bool]]:
         """(name, ino, dirty) of a directory's stored names, in byte order of the name."""
-        rows = self._all("SELECT name, ino, dirty FROM dirents WHERE parent=? ORDER BY name",
+        rows = self._all("SELECT name, ino, dirty, sum FROM dirents WHERE parent=? ORDER BY name",
                          (parent,))
-        return [(bytes(n), i, bool(d)) for n, i, d in rows]
+        for n, i, _, stored in rows:
+            check_dirent(parent, bytes(n), i, stored)
+        return [(bytes(n), i, bool(d)) for n, i, d, _ in rows]
 
     def has_dirents(self, parent: int) -> bool:
         return self._one("SELECT 1 FROM dirents WHERE parent=? LIMIT 1", (parent,)) is not None
 
     def dirty_dirents(self, parent: int) -> list[tuple[bytes, int]]:
-        rows = self._all("SELECT name, ino FROM dirents WHERE parent=? AND dirty=1 ORDER BY name",
-                         (parent,))
-        return [(bytes(n), i) for n, i in rows]
+        rows = self._all("SELECT name, ino, sum FROM dirents WHERE parent=? AND dirty=1 "
+                         "ORDER BY name", (parent,))
+        for n, i, stored in rows:
+            check_dirent(parent, bytes(n), i, stored)
+        return [(bytes(n), i) for n, i, _ in rows]
 
     def names_of(self, ino: int) -> list[tuple[int, bytes]]:
         """(parent, name) of every name pointing at a node."""
-        rows = self._all("SELECT parent, name FROM dirents WHERE ino=?", (ino,))
-        return [(p, bytes(n)) for p, n in rows]
+        rows = self._all("SELECT parent, name, sum FROM dirents WHERE ino=?", (ino,))
+        for p, n, stored in rows:
+            check_dirent(p, bytes(n), ino, stored)
+        return [(p, bytes(n)) for p, n, _ in rows]
 
     def mark_dirent_dirty(self, parent: int, name: bytes) -> None:
         with self.txn():
@@ -327,6 +352,10 @@ class HeadDB:
         nodes = self._one("SELECT count(*) FROM nodes")[0]
         dirty = self._one("SELECT count(*) FROM nodes WHERE dirty=1")[0]
         return {"nodes": int(nodes), "dirty": int(dirty)}
+
+
+def check_dirent(parent: int, name: bytes, ino: int, stored: int) -> None:
+    _check_row((parent, name, ino), stored, f"name {name!r} in directory {parent}")
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> Exception:
