@@ -271,8 +271,15 @@ class Head:
                         "status_seconds": t_status.seconds,
                         "status_cpu_seconds": t_status.cpu_seconds,
                         "file": rel,
-                        **{k: reply[k] for k in ("version", "files_rebuilt", "bytes_chunked")},
-                        "new_stored_bytes": reply["new_stored_bytes"],
+                        **{
+                            k: reply[k]
+                            for k in (
+                                "version",
+                                "files_rebuilt",
+                                "bytes_chunked",
+                                "new_stored_bytes",
+                            )
+                        },
                     }
                 )
                 B.log(f"commit: {t_commit.seconds:.2f} s, status {t_status.seconds:.2f} s")
@@ -448,18 +455,25 @@ def run_head(args: argparse.Namespace) -> Any:
         "cp": h.part_cp,
     }
     h.native.mkdir(parents=True, exist_ok=True)
+    version = tool.version()  # the code the daemons run: others may change it during the run
     restore = B.stop_signals()
     try:
         for part in parts:
             B.log(f"part {part.key}")
+            t0, load = time.perf_counter(), os.getloadavg()[0]
             try:
                 methods[part.key](part)
             except (B.ToolFailed, OSError) as e:
-                part.error = str(e)
+                part.error = part.error or str(e)
                 B.log(f"{part.key} FAILED: {e}")
+            part.facts["seconds"] = time.perf_counter() - t0
+            part.facts["load_1min"] = [load, os.getloadavg()[0]]  # at its start and its end
     except KeyboardInterrupt as e:
         raise B.BenchError(f"interrupted ({e or 'SIGINT'}): every mount was unmounted") from e
     finally:
         restore()
         h.cleanup()
-    return bench_head_report.make(args, h.commands, parts, tool.version())
+    after = tool.version()
+    if after != version:
+        version += f"; at the end of the run: {after}"
+    return bench_head_report.make(args, h.commands, parts, version)

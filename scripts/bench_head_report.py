@@ -70,7 +70,7 @@ def compare_table(p: dict[str, Part]) -> tuple[str, Json]:
         runs = f"{runs_text(part, key + '_native', unit)}; {runs_text(part, key + '_dsfs', unit)}"
         cells = [label, unit, fmt(n, unit), fmt(d, unit), fmt_ratio(ratio), runs]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines), out
+    return ("\n".join(lines) if len(lines) > 2 else ""), out
 
 
 def fmt_ratio(x: float | None) -> str:
@@ -120,7 +120,7 @@ def commit_table(p: dict[str, Part]) -> tuple[str, Json]:
             rate = f" ({total / MB / m:,.0f} MB/s)" if m else ""
             row(f"{label}, caches dropped, + `sync`", c1, f"{key}_seconds", extra=rate)
             out[f"commit1g.{key}_mb_per_s"] = total / MB / m if m else None
-    return "\n".join(lines), out
+    return ("\n".join(lines) if len(lines) > 2 else ""), out
 
 
 def targets(summary: Json) -> str:
@@ -172,6 +172,13 @@ def make(
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
         f"Linux {m['kernel']}, {m['python3']}, work directory on {m['workdir_fs']}",
         f"- Versions: dsfs {dsfs_version}; {git.stdout.strip()}",
+        "- Load average (1 min) at the start and end of each part, seconds per part: "
+        + "; ".join(
+            f"{part.key} {part.facts['load_1min'][0]:.1f} / {part.facts['load_1min'][1]:.1f}, "
+            f"{part.facts['seconds']:.0f} s"
+            for part in parts
+            if "load_1min" in part.facts
+        ),
     ]
     facts: list[str] = []
     if (c := p.get("commit")) is not None:
@@ -197,9 +204,9 @@ def make(
         f"### @head: scale {args.scale:g}, {args.repeat} repeat(s)",
         "\n".join(about),
         " ".join(facts),
-        "Against the local disk:",
+        "Against the local disk:" if t1 else "",
         t1,
-        "Commits:",
+        "Commits:" if t2 else "",
         t2,
         targets(summary),
         NOTES,

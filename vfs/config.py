@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vfs.errors import NewerFormat, NotAStore
+from vfs.errors import NewerFormat, NotAStore, UnsafeStore
 from vfs.fsutil import atomic_write
 
 FORMAT_VERSION = 1
@@ -103,3 +104,29 @@ def is_empty_dir(path: Path) -> bool:
             return next(it, None) is None
     except FileNotFoundError:
         return True
+
+
+_GUARDED = ("", "index", "locks", "head", "packs", CONFIG_NAME)
+
+
+def check_owner(root: Path) -> None:
+    """Refuse a store another user could tamper with: its directory, index, locks, @head and
+    packs must belong to the caller or root and be writable by no one else (a user who can
+    swap a lock file for a symlink could make a root daemon write where they choose)."""
+    me = os.geteuid()
+    for name in _GUARDED:
+        path = root / name if name else root
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise NotAStore(f"cannot inspect {path}: {exc.strerror}") from None
+        if stat.S_ISLNK(st.st_mode) and name:
+            raise UnsafeStore(f"{path} is a symlink: a store's own parts must not be links "
+                              "(someone may be tampering with it)")
+        if st.st_uid not in (me, 0):
+            raise UnsafeStore(f"{path} belongs to uid {st.st_uid}, not to you (uid {me}): run "
+                              "dsfs as its owner, or `chown -R` the store")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (st.st_mode & stat.S_ISVTX):
+            raise UnsafeStore(f"{path} is writable by other users: `chmod -R go-w {root}`")

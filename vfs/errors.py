@@ -142,3 +142,9 @@ class HeadBusy(DsfsError):
     """Another process serves or edits @head of this store."""
 
     exit_code = 7
+
+
+class UnsafeStore(UserError):
+    """The store's files could be changed by another user: refused."""
+
+    exit_code = 3

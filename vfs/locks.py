@@ -19,7 +19,7 @@ from vfs.errors import StoreLocked
 
 @contextmanager
 def flocked(path: Path, *, exclusive: bool, wait: bool, busy_message: str) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         flags = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:

@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from vfs import schema
-from vfs.config import ChunkParams, StoreConfig, is_empty_dir, read_config, write_config
+from vfs.config import (
+    ChunkParams,
+    StoreConfig,
+    check_owner,
+    is_empty_dir,
+    read_config,
+    write_config,
+)
 from vfs.content import ChunkCache, ContentReader
 from vfs.errors import NotFound, StoreExists, UnknownVersion, UserError
 from vfs.ids import ObjectId, ObjType
@@ -81,6 +88,7 @@ class Store:
     def open(cls, path: Path, cache_bytes: int = DEFAULT_CACHE) -> Store:
         path = Path(path).absolute()
         config = read_config(path)
+        check_owner(path)
         return cls(path, config, Index(path / "index"), cache_bytes)
 
     def close(self) -> None:

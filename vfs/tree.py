@@ -21,6 +21,7 @@ from typing import Any
 import blake3
 
 from vfs import schema
+from vfs.errors import CorruptData
 from vfs.ids import ObjectId, ObjType, TreeId
 from vfs.model import Entry
 
@@ -200,6 +201,10 @@ class Page:
         if level == 0:
             self.entries: list[Entry] = [Entry.decode(r) for r in items]
             self.names: list[bytes] = [e.name for e in self.entries]
+            for name in self.names:
+                if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+                    # a stored name must never lead outside its directory
+                    raise CorruptData(f"tree page holds an invalid name {name!r}")
             self.rows: list[tuple[bytes, ObjectId, int]] = []
         else:
             self.entries = []

@@ -127,12 +127,13 @@ def test_import_on_a_full_disk_fails_cleanly_and_gc_reclaims_what_it_left(
     assert_no_space_error(result)
     assert result.stdout == ""
     leftover = used_bytes(small_fs.mountpoint) - used_before
+    print(f"\nfailed import: {result.stderr.strip()!r}; it left {leftover / MiB:.1f} MiB")
 
     # still on the full disk: the store opens, verifies and reads as before
     verify(store)
     assert manifest(store) == before
     log = json.loads(dsfs(store, "log", "--json").stdout)
-    assert [v["name"] for v in log] == ["v1"], log
+    assert [v["version"] for v in log] == ["v1"], log
     assert dsfs(store, "cat", "v1:notes-1.txt").stdout == "seed 1\n"
 
     # space back: a new import (a different tree, so nothing of the failed one is reused)
@@ -142,6 +143,7 @@ def test_import_on_a_full_disk_fails_cleanly_and_gc_reclaims_what_it_left(
     used_with_leftovers = used_bytes(small_fs.mountpoint)
     gc = json.loads(dsfs(store, "gc", "--json").stdout)
     freed = used_with_leftovers - used_bytes(small_fs.mountpoint)
+    print(f"gc: {gc}; the filesystem got {freed / MiB:.1f} MiB back")
     if leftover > 8 * MiB:
         assert gc["bytes_freed"] > 8 * MiB and freed > 8 * MiB, (gc, leftover, freed)
     # what stays is v1 + v2 (4 MiB of new data), not the failed import's 32 MiB pack

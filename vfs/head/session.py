@@ -90,7 +90,7 @@ def _reset_state(db: HeadDB, overlays: Overlays, base: Version) -> None:
 def open_head(store: Store) -> HeadSession:
     """Take @head's lock and open its state (creating it on first use)."""
     lock_path = store.root / "locks" / "head.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

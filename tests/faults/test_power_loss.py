@@ -1,0 +1,528 @@
+"""Power loss: the store's disk is copied at a random instant while dsfs works, and the copy
+must hold everything dsfs promised was durable, and no wrong bytes anywhere.
+
+How a power cut is simulated. The store lives on an ext4 filesystem (the inner one) on a loop
+device whose backing image lives on a second ext4 filesystem (the outer one, itself on a loop
+device over an image in tmp_path). Whatever the inner filesystem has not handed to its loop
+device yet - not written back, not fsynced - exists only in the inner page cache; the backing
+image holds exactly what a disk would hold at that instant. To copy it at one instant, the outer
+filesystem is frozen (`fsfreeze`): the loop device's writes into the image block (each write
+either is in the image or is not), reads go on, `cp --sparse=always` copies the image, and the
+outer filesystem is thawed. dsfs is not stopped (no SIGSTOP): it keeps running through the
+copy, and requests that reach the disk during it wait for the thaw.
+
+Each crash copy is then attached to another loop device, checked with `e2fsck -fy` (journal
+replay; its exit code is reported, 4 or more fails), mounted, and:
+  - the store opens and `dsfs verify --read-data` exits 0;
+  - every version whose `dsfs import` / `dsfs commit` had returned before the copy began is
+    there, byte-identical; a version whose command was still running may be there (then
+    byte-identical) or not; no other version is;
+  - @head (read through a fresh `dsfs mount` of the copy) holds, for each file whose last
+    change was made durable before the copy began - fsync of the file (and of its new
+    directory), a commit, or the initial import - exactly those bytes, or its absence for a
+    durable unlink;
+  - a file changed since (only closed, not fsynced) may hold any of its contents since the last
+    durable one, or be absent if it was then; anything else is reported by kind: "torn" (each
+    4 KiB block is some allowed content's block at that offset, or the file is a prefix),
+    "zeros" (blocks of zeros where no allowed content has zeros) and "garbage" (bytes no
+    allowed content has there). Zeros and garbage are wrong bytes and fail the test; torn
+    files are reported.
+
+Seeds: the normal run uses a few fixed seeds (the seed fixes the work and the instants of the
+copies; where the work has got to at those instants still depends on timing). More trials:
+`DSFS_POWERLOSS_TRIALS=20` (random seeds, printed) or `DSFS_POWERLOSS_SEEDS=7,8`;
+`DSFS_POWERLOSS_COPIES=4` copies per trial. A failing trial keeps its crash image in tmp_path.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import math
+import os
+import random
+import subprocess
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.faults.loopfs import (
+    MiB,
+    attached,
+    e2fsck,
+    frozen,
+    loop_fs,
+    make_ext4,
+    mounted_fs,
+    require_loop,
+    run,
+)
+from tests.mountutil import dsfs_argv, mounted
+from tests.treeutil import write
+from vfs.model import Kind
+from vfs.store import Store
+
+pytestmark = pytest.mark.slow
+
+BLOCK = 4096
+WORK_SECONDS = 5.0
+INNER_SIZE = 128 * MiB
+OUTER_SIZE = 512 * MiB
+
+
+def _seeds() -> list[int]:
+    if os.environ.get("DSFS_POWERLOSS_SEEDS"):
+        return [int(s) for s in os.environ["DSFS_POWERLOSS_SEEDS"].split(",")]
+    if os.environ.get("DSFS_POWERLOSS_TRIALS"):
+        rnd = random.Random()
+        return [rnd.randrange(1 << 30) for _ in range(int(os.environ["DSFS_POWERLOSS_TRIALS"]))]
+    return [1, 2, 3]
+
+
+COPIES = int(os.environ.get("DSFS_POWERLOSS_COPIES", "2"))
+
+
+# -- what the work did, and when ------------------------------------------------------------------
+
+@dataclass
+class Change:
+    """A path's content after an operation that ran from `start` to `end` (monotonic time;
+    `end` is inf while it runs). `durable`: once it returned, this content survives a crash."""
+
+    start: float
+    end: float
+    content: bytes | None  # None: absent
+    durable: bool
+    what: str
+
+
+@dataclass
+class VersionEvent:
+    start: float
+    end: float
+    name: str | None  # what the command printed (None while it runs or if it failed)
+    files: dict[str, str]  # path -> sha256
+    what: str
+
+
+@dataclass
+class Model:
+    base: dict[str, bytes]
+    files: dict[str, bytes] = field(default_factory=dict)
+    history: dict[str, list[Change]] = field(default_factory=dict)
+    versions: list[VersionEvent] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.files = dict(self.base)
+        self.history = {p: [Change(-math.inf, -math.inf, c, True, "v1")]
+                        for p, c in self.base.items()}
+
+    def begin(self, path: str, content: bytes | None, durable: bool, what: str) -> Change:
+        change = Change(time.monotonic(), math.inf, content, durable, what)
+        with self.lock:
+            self.history.setdefault(path, [Change(-math.inf, -math.inf, None, True, "none")])
+            self.history[path].append(change)
+            if content is None:
+                self.files.pop(path, None)
+            else:
+                self.files[path] = content
+        return change
+
+    def note(self, text: str) -> None:
+        with self.lock:
+            self.log.append(f"{time.monotonic():.3f} {text}")
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- the work -------------------------------------------------------------------------------------
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Work:
+    """Imports, @head writes (some fsynced, some only closed), unlinks and commits, chosen by
+    a seeded generator, in a thread, until told to stop."""
+
+    def __init__(self, seed: int, store: Path, head: Path, sources: Path, model: Model) -> None:
+        self.rnd = random.Random(seed)
+        self.store = store
+        self.head = head
+        self.sources = sources
+        self.model = model
+        self.stop = threading.Event()
+        self.error: str | None = None
+        self.steps = 0
+        self.head_durably_dirty = False
+        self.imports = 0
+        self.pool = [self.rnd.randbytes(self.rnd.randint(50_000, 1_500_000)) for _ in range(12)]
+        self.thread = threading.Thread(target=self._run, name="power-loss-work", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=180)
+        assert not self.thread.is_alive(), "the work did not stop"
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self._step()
+                self.steps += 1
+                time.sleep(self.rnd.uniform(0, 0.02))
+        except BaseException:
+            self.error = traceback.format_exc()
+
+    def _step(self) -> None:
+        # @head must be durably dirty before an import lands: a clean @head follows the newest
+        # version, which would make what @head holds after a crash depend on more than the work
+        r = self.rnd.random()
+        total = sum(len(c) for c in self.model.files.values())
+        if not self.head_durably_dirty:
+            self._write(force_fsync=True)
+        elif r < 0.04:
+            self._import()
+        elif r < 0.08:
+            self._commit()
+        elif r < 0.14:
+            self._unlink()
+        elif total < 40 * MiB:
+            self._write()
+        else:
+            self._commit()
+
+    def _write(self, force_fsync: bool = False) -> None:
+        rnd = self.rnd
+        durable = force_fsync or rnd.random() < 0.4
+        existing = sorted(self.model.files)
+        if existing and rnd.random() < 0.5:
+            rel = rnd.choice(existing)
+        else:
+            folder = rnd.choice(["", "new", "new/deep", f"dir{rnd.randrange(3)}", "d0"])
+            rel = f"{folder}/w{self.steps}.bin".lstrip("/")
+        path = self.head / rel
+        old = self.model.files.get(rel)
+        size = rnd.choice([rnd.randint(1, 8000)] * 4 + [rnd.randint(8000, 300_000)] * 4
+                          + [rnd.randint(300_000, 3 * MiB)])
+        data = rnd.randbytes(size)
+        kind = "create" if old is None else rnd.choice(["rewrite", "patch", "append"])
+        if kind in ("create", "rewrite"):
+            offset, new, flags = 0, data, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        else:
+            assert old is not None
+            offset = len(old) if kind == "append" else rnd.randint(0, len(old) + 10_000)
+            padded = old + bytes(max(0, offset - len(old)))
+            new = padded[:offset] + data + padded[offset + len(data):]
+            flags = os.O_WRONLY
+        new_dirs = [p for p in reversed(Path(rel).parents) if str(p) != "."
+                    and not (self.head / p).is_dir()]
+        change = self.model.begin(rel, new, durable, f"{kind} {len(data)} at {offset}"
+                                  f"{' fsync' if durable else ''}")
+        for d in new_dirs:
+            (self.head / d).mkdir()
+        fd = os.open(path, flags, 0o644)
+        try:
+            _pwrite_all(fd, data, offset)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if durable:
+            for d in [Path(rel).parent, *(p.parent for p in new_dirs)]:
+                _fsync_dir(self.head / d)
+            self.head_durably_dirty = True
+        change.end = time.monotonic()
+
+    def _unlink(self) -> None:
+        existing = sorted(self.model.files)
+        if not existing:
+            return
+        rel = self.rnd.choice(existing)
+        durable = self.rnd.random() < 0.5
+        change = self.model.begin(rel, None, durable, f"unlink{' fsync' if durable else ''}")
+        os.unlink(self.head / rel)
+        if durable:
+            _fsync_dir((self.head / rel).parent)
+        change.end = time.monotonic()
+
+    def _cli(self, event: VersionEvent, *args: str | Path) -> None:
+        with self.model.lock:
+            self.model.versions.append(event)
+        result = subprocess.run(dsfs_argv(self.store, *args), capture_output=True, text=True,
+                                timeout=120)
+        if result.returncode != 0:
+            raise AssertionError(f"dsfs {args[0]} failed: {result.stderr}")
+        event.name = result.stdout.strip()
+        event.end = time.monotonic()
+        self.model.note(f"{event.what} -> {event.name}")
+
+    def _import(self) -> None:
+        rnd = self.rnd
+        self.imports += 1
+        src = self.sources / f"import{self.imports}"
+        files = {f"f{i}.bin": rnd.choice(self.pool) for i in range(rnd.randint(2, 5))}
+        files[f"sub/own{self.imports}.bin"] = rnd.randbytes(rnd.randint(1, 2 * MiB))
+        for rel, data in files.items():
+            write(src / rel, data)
+        event = VersionEvent(time.monotonic(), math.inf, None,
+                             {rel: sha(data) for rel, data in files.items()},
+                             f"import {self.imports}")
+        self._cli(event, "import", src, "-m", event.what)
+
+    def _commit(self) -> None:
+        with self.model.lock:
+            files = {rel: sha(data) for rel, data in self.model.files.items()}
+            # the commit makes every file's current content durable (new Change rows)
+            start = time.monotonic()
+            changes = []
+            for rel, hist in self.model.history.items():
+                changes.append(Change(start, math.inf, self.model.files.get(rel), True,
+                                      "commit"))
+                hist.append(changes[-1])
+        event = VersionEvent(start, math.inf, None, files, "commit")
+        self._cli(event, "commit", "-m", f"commit at step {self.steps}")
+        for change in changes:
+            change.end = event.end
+        # a clean @head follows imported versions: the next change is fsynced before any import
+        self.head_durably_dirty = False
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view[: 1 << 20], offset)
+        view = view[n:]
+        offset += n
+
+
+# -- checking a crash copy ------------------------------------------------------------------------
+
+@dataclass
+class Copy:
+    image: Path
+    start: float  # before the freeze
+    end: float  # after the thaw
+    at: float  # seconds into the work
+
+
+def version_files(store_root: Path) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    with Store.open(store_root) as store:
+        for v in store.versions():
+            files: dict[str, str] = {}
+            stack = [(v.root_entry, "")]
+            while stack:
+                entry, prefix = stack.pop()
+                for e in store.list_dir(entry):
+                    rel = prefix + os.fsdecode(e.name)
+                    if e.kind == Kind.DIR:
+                        stack.append((e, rel + "/"))
+                    elif e.kind == Kind.FILE:
+                        h = hashlib.sha256()
+                        for off in range(0, e.size, 4 * MiB):
+                            h.update(store.read(e, off, min(4 * MiB, e.size - off)))
+                        files[rel] = h.hexdigest()
+            out[v.name] = files
+    return out
+
+
+def classify(got: bytes, allowed: list[bytes | None]) -> str:
+    contents = [a for a in allowed if a is not None]
+    if got in contents:
+        return "ok"
+    zero = bytes(BLOCK)
+    kinds: set[str] = set()
+    for off in range(0, len(got), BLOCK):
+        block = got[off:off + BLOCK]
+        if any(c[off:off + BLOCK] == block for c in contents):
+            continue
+        kinds.add("zeros" if block == zero[:len(block)] else "garbage")
+    return "garbage" if "garbage" in kinds else "zeros" if kinds else "torn"
+
+
+def expected_head(model: Model, copy: Copy) -> dict[str, tuple[bytes | None, list[bytes | None]]]:
+    """path -> (required content, or the allowed contents when a change may be in the copy or
+    not). Required is given as (content, [])."""
+    out: dict[str, tuple[bytes | None, list[bytes | None]]] = {}
+    with model.lock:
+        for rel, hist in model.history.items():
+            durable = max(i for i, c in enumerate(hist) if c.durable and c.end < copy.start)
+            later = [c for c in hist[durable + 1:] if c.start < copy.end]
+            if later:
+                out[rel] = (None, [hist[durable].content, *(c.content for c in later)])
+            else:
+                out[rel] = (hist[durable].content, [])
+    return out
+
+
+def check_copy(copy: Copy, model: Model, tmp: Path, seed: int, findings: list[str]) -> None:
+    why = f"seed {seed}, copy {copy.image.name} taken {copy.at:.3f} s into the work"
+    with attached(copy.image) as device:
+        fsck = e2fsck(device)
+        findings.append(f"{why}: e2fsck -fy exit {fsck.returncode}")
+        assert fsck.returncode < 4, f"{why}: e2fsck:\n{fsck.stdout}{fsck.stderr}"
+        with mounted_fs(device, tmp / f"{copy.image.stem}-fs") as fs:
+            store = fs / "store"
+            result = subprocess.run(dsfs_argv(store, "verify", "--read-data"),
+                                    capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, f"{why}: verify:\n{result.stdout}{result.stderr}"
+            _check_versions(version_files(store), model, copy, why)
+            mnt = tmp / f"{copy.image.stem}-mnt"
+            with mounted(store, mnt) as daemon:
+                _check_head(mnt / "@head", model, copy, why, findings, daemon.log_text)
+
+
+def _check_versions(found: dict[str, dict[str, str]], model: Model, copy: Copy,
+                    why: str) -> None:
+    assert "v1" in found, f"{why}: v1 is gone: {sorted(found)}"
+    with model.lock:
+        events = list(model.versions)
+    maybe = [e for e in events if e.start < copy.end and not e.end < copy.start]
+    for e in events:
+        if e.end < copy.start:
+            assert e.name in found, f"{why}: {e.what} returned {e.name} before the copy, " \
+                                    f"but the copy has only {sorted(found)}"
+            assert found[e.name] == e.files, f"{why}: {e.name} ({e.what}) differs"
+    known = {"v1"} | {e.name for e in events if e.end < copy.start}
+    extra = sorted(set(found) - known, key=lambda n: int(n[1:]))
+    assert len(extra) <= len(maybe), f"{why}: unexpected versions {extra}"
+    for name in extra:
+        # a command that was running: its version is byte-identical to what it recorded
+        assert any(found[name] == e.files for e in maybe), \
+            f"{why}: {name} matches no import or commit that was running"
+
+
+def _check_head(head: Path, model: Model, copy: Copy, why: str, findings: list[str],
+                log_text: Callable[[], str]) -> None:
+    expect = expected_head(model, copy)
+    bad: list[str] = []
+    seen: dict[str, int] = {}
+    for dirpath, _, names in os.walk(head):
+        for name in names:
+            rel = os.path.relpath(os.path.join(dirpath, name), head)
+            if rel not in expect:
+                bad.append(f"{rel}: in @head, but the work never wrote it")
+    for rel, (required, allowed) in sorted(expect.items()):
+        path = head / rel
+        try:
+            got: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            got = None
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            named = rel.split("/")[-1] in log_text()
+            findings.append(f"{why}: EIO reading @head/{rel} (log names it: {named})")
+            assert not allowed and named, f"{why}: EIO reading @head/{rel}"
+            bad.append(f"{rel}: EIO")
+            continue
+        if not allowed:
+            tally = "durable, present" if required is not None else "durable, absent"
+            seen[tally] = seen.get(tally, 0) + 1
+            if got != required:
+                bad.append(f"{rel}: durable content lost: expected "
+                           f"{_describe(required)}, got {_describe(got)}")
+            continue
+        tally = "changed, " + ("absent" if got is None else "same as before" if got ==
+                               allowed[0] else "new" if got in allowed[1:] else "other")
+        seen[tally] = seen.get(tally, 0) + 1
+        if got is None:
+            if None not in allowed:
+                bad.append(f"{rel}: missing, allowed {[_describe(a) for a in allowed]}")
+            continue
+        verdict = classify(got, allowed)
+        if verdict != "ok":
+            findings.append(f"{why}: @head/{rel} is {verdict}: {_describe(got)}; allowed "
+                            f"{[_describe(a) for a in allowed]}")
+        if verdict in ("zeros", "garbage"):
+            bad.append(f"{rel}: wrong bytes ({verdict}): {_describe(got)}, allowed "
+                       f"{[_describe(a) for a in allowed]}")
+    findings.append(f"{why}: @head files: {seen}")
+    assert not bad, f"{why}:\n  " + "\n  ".join(bad)
+
+
+def _describe(data: bytes | None) -> str:
+    if data is None:
+        return "absent"
+    zeros = sum(1 for off in range(0, len(data), BLOCK)
+                if data[off:off + BLOCK].count(0) == len(data[off:off + BLOCK]))
+    return f"{len(data)} bytes sha {sha(data)[:10]} ({zeros} zero blocks)"
+
+
+# -- the test -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def outer(tmp_path: Path) -> Iterator[Path]:
+    require_loop()
+    with loop_fs(tmp_path / "outer.img", tmp_path / "outer", size=OUTER_SIZE,
+                 options="noatime") as fs:
+        yield fs.mountpoint
+
+
+def take_copy(outer_mnt: Path, image: Path, dest: Path, t0: float) -> Copy:
+    start = time.monotonic()
+    with frozen(outer_mnt):
+        run("cp", "--sparse=always", image, dest)
+    end = time.monotonic()
+    return Copy(dest, start, end, start - t0)
+
+
+@pytest.mark.parametrize("seed", _seeds())
+def test_power_loss_keeps_what_was_durable_and_never_serves_wrong_bytes(
+        tmp_path: Path, outer: Path, seed: int) -> None:
+    rnd = random.Random(seed)
+    print(f"\npower-loss trial seed {seed}")
+    base = {"a.txt": b"alpha\n", "d0/b.bin": rnd.randbytes(300_000),
+            "d0/c.bin": rnd.randbytes(1_200_000)}
+    src = tmp_path / "v1src"
+    for rel, data in base.items():
+        write(src / rel, data)
+    model = Model(base)
+    image = outer / "inner.img"
+    make_ext4(image, INNER_SIZE)
+    copies: list[Copy] = []
+    instants = sorted(rnd.uniform(0.3, WORK_SECONDS) for _ in range(COPIES))
+    with loop_fs(image, tmp_path / "inner") as inner:
+        store = inner.mountpoint / "store"
+        for args in (["init"], ["import", src, "-m", "v1"]):
+            result = subprocess.run(dsfs_argv(store, *args), capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+        with mounted(store, tmp_path / "mnt") as daemon:
+            work = Work(seed, store, daemon.mountpoint / "@head", tmp_path / "sources", model)
+            t0 = time.monotonic()
+            work.start()
+            try:
+                for n, at in enumerate(instants):
+                    while time.monotonic() - t0 < at and work.thread.is_alive():
+                        time.sleep(0.005)
+                    copies.append(take_copy(outer, image, tmp_path / f"crash{n}.img", t0))
+            finally:
+                work.finish()
+            assert work.error is None, f"seed {seed}: the work failed:\n{work.error}"
+            assert daemon.proc.poll() is None
+    print(f"  {work.steps} steps; versions: "
+          f"{[(e.what, e.name, round(e.end - t0, 3)) for e in model.versions]}")
+    findings: list[str] = []
+    try:
+        for copy in copies:
+            print(f"  copy at {copy.at:.3f} s took {copy.end - copy.start:.3f} s")
+            check_copy(copy, model, tmp_path, seed, findings)
+            copy.image.unlink()
+    finally:
+        print("  " + "\n  ".join(findings))
