@@ -346,7 +346,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     opts = mount.MountOptions(store=store_path(args).absolute(),
                               mountpoint=Path(args.mountpoint).absolute(),
                               allow_other=args.allow_other, cache_bytes=args.cache_size,
-                              xattrs=args.xattrs)
+                              xattrs=args.xattrs, sync_on_close=args.sync_on_close)
     Store.open(opts.store).close()  # a missing or foreign store fails here, in the caller
     if args.foreground:
         level = logging.DEBUG if args.debug else logging.INFO
@@ -367,6 +367,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
             "--cache-size", str(args.cache_size), "--xattrs", args.xattrs]
     if args.allow_other:
         argv.append("--allow-other")
+    if args.sync_on_close:
+        argv.append("--sync-on-close")
     if args.debug:
         argv.append("--debug")
     log_path = mount.runtime_dir() / f"{mount.runtime_file(opts.mountpoint).stem}.log"
@@ -456,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve extended attributes: auto (default) serves them when some "
                         "version has any, and otherwise tells the kernel there are none, which "
                         "keeps `ls -l` from asking the daemon once per file")
+    p.add_argument("--sync-on-close", action="store_true",
+                   help="close() of a file written in @head returns only once its bytes are "
+                        "on disk (survives power loss without fsync; slower for many small "
+                        "files)")
     p.add_argument("--debug", action="store_true", help="log every request")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p = add("umount", cmd_umount, "unmount and wait for the daemon to exit")

@@ -70,6 +70,8 @@ class HeadAdapter:
         self.session = session
         self.gate = Gate()
         self.kernel_appends = False
+        self.sync_on_close = False
+        """--sync-on-close: close() returns once the file's writes are on disk."""
         """True with the kernel's writeback cache: it places O_APPEND writes itself."""
         self.write_limiter = trio.CapacityLimiter(4)
         self.files: dict[int, HeadFileHandle] = {}
@@ -197,6 +199,7 @@ class HeadAdapter:
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self.files[fh]
         async with self.gate.shared():
+            handle.wrote = True
             node, offset = self.fs.prepare_write(handle, offset)
             await trio.to_thread.run_sync(self.fs.write_data, node, offset, data,
                                           limiter=self.write_limiter)
@@ -207,6 +210,12 @@ class HeadAdapter:
         handle = self.files.pop(fh, None)
         if handle is not None:
             self.fs.release(handle)
+
+    async def flush(self, fh: int) -> None:
+        handle = self.files.get(fh)
+        if handle is not None and handle.wrote and self.sync_on_close:
+            await trio.to_thread.run_sync(self.fs.fsync, handle.ino)
+            handle.wrote = False
 
     async def fsync(self, fh: int) -> None:
         handle = self.files.get(fh)

@@ -48,6 +48,8 @@ class MountOptions:
     cache_bytes: int = 512 << 20
     xattrs: str = "auto"
     """on: serve xattrs; off: tell the kernel there are none; auto: on if any version has one"""
+    sync_on_close: bool = False
+    """close() of a file written in @head returns once its bytes are on disk"""
 
 
 # -- looking at mounts ---------------------------------------------------------------------
@@ -251,7 +253,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     serve = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
     ops = Operations(view, serve_xattrs=serve)
     log.info("extended attributes %s (--xattrs %s)", "served" if serve else "off", opts.xattrs)
-    attach_head(store, ops)
+    if attach_head(store, ops) and ops.head is not None:
+        ops.head.sync_on_close = opts.sync_on_close
     options = set(pyfuse3.default_options)
     options |= {"fsname=dsfs", "subtype=dsfs"}
     if opts.allow_other:

@@ -262,7 +262,8 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
-        return None
+        if self.head is not None and fh in self.head.files:
+            await self.head.flush(fh)
 
     @guarded
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:

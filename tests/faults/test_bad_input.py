@@ -38,9 +38,14 @@ from typing import Any
 
 import pytest
 
+from daemon.control import request as control_request
 from daemon.mount import mounted_at
 from tests.mountutil import dsfs_argv, force_unmount, mounted, wait_for
 from tests.treeutil import snapshot, write
+from vfs.errors import HeadBusy
+from vfs.head.session import open_head
+from vfs.head.status import status_report
+from vfs.store import Store
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 NOBODY = 65534
@@ -112,9 +117,10 @@ def log_versions(store: Path) -> list[str]:
 
 
 def new_store(root: Path, files: dict[str, bytes] | None = None, tag: str | None = None) -> Path:
-    """`dsfs init` a store at root/store; with `files`, import them as v1."""
+    """A store at root/store (created in-process: `init` is not under test here); with
+    `files`, `dsfs import` them as v1."""
     store = root / "store"
-    dsfs(store, "init", "-q")
+    Store.create(store).close()
     if files is not None:
         src = root / "v1src"
         for rel, data in files.items():
@@ -241,11 +247,6 @@ def test_symlink_loops_and_links_out_of_the_tree_are_stored_never_followed(
     assert out["version"] == "v1" and out["skipped"] == [] and out["warnings"] == [], err
     assert out["stats"]["files"] == 1, "a link was followed: only regular.txt is a file"
     assert out["stats"]["symlinks"] == len(links)
-    # Nothing outside the tree was read into the store: no chunk holds the secret.
-    assert dsfs_cat(store, "v1", b"regular.txt") == b"the only regular file\n"
-    ls = json.loads(dsfs(store, "ls", "v1", "--json").stdout)
-    kinds = {e["name"]: e["type"] for e in ls}
-    assert kinds["abs_dir"] == kinds["loop_a"] == kinds["dot"] == "symlink", ls
 
     dest = tmp_path / "export"
     dsfs(store, "export", "v1", dest, "-q")
@@ -529,40 +530,67 @@ def test_odd_names_round_trip_through_import_export_and_the_mount(tmp_path: Path
     verify_read_data(store)
 
 
-def test_a_thousand_levels_of_directories(tmp_path: Path) -> None:
-    depth = 1000
-    src = tmp_path / "src"
-    chain = "/".join(["d"] * depth)
-    deepest = src / chain
+DEPTH = 1000
+CHAIN = "/".join(["d"] * DEPTH)
+LEAF = f"{CHAIN}/leaf.txt"
+
+
+@pytest.fixture(scope="module")
+def deep_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tree 1,000 directories deep and a store holding it as v1 (tests work on copies)."""
+    root = tmp_path_factory.mktemp("deep")
+    src = root / "src"
     at = src
-    for _ in range(depth):  # Path.mkdir(parents=True) recurses once per level
+    for _ in range(DEPTH):  # Path.mkdir(parents=True) recurses once per level
         at = at / "d"
         at.mkdir(parents=at == src / "d")
-    (deepest / "leaf.txt").write_bytes(b"at the bottom\n")
-    write(src / "/".join(["d"] * (depth // 2)) / "middle.txt", b"half way\n")
-    rel_leaf = f"{chain}/leaf.txt".encode()
-
-    store = new_store(tmp_path)
+    (src / LEAF).write_bytes(b"at the bottom\n")
+    write(src / "/".join(["d"] * (DEPTH // 2)) / "middle.txt", b"half way\n")
+    store = new_store(root)
     out, err = import_json(store, src, "-m", "deep")
-    assert out["stats"]["dirs"] == depth + 1 and out["stats"]["files"] == 2, (out, err)
-    assert dsfs_cat(store, "v1", rel_leaf) == b"at the bottom\n"
-    assert dsfs(store, "ls", f"v1:{chain}").stdout.split() == ["leaf.txt"]
+    assert out["stats"]["dirs"] == DEPTH + 1 and out["stats"]["files"] == 2, (out, err)
+    return src, store
 
+
+def test_a_thousand_levels_of_directories_import_mount_export_diff(
+        deep_store: tuple[Path, Path], tmp_path: Path) -> None:
+    src, template = deep_store
+    store = tmp_path / "store"
+    shutil.copytree(template, store, symlinks=True)
+    assert dsfs_cat(store, "v1", LEAF.encode()) == b"at the bottom\n"
     with mounted(store, tmp_path / "mnt") as daemon:
-        mnt = daemon.mountpoint
-        assert (mnt / "@v1" / chain / "leaf.txt").read_bytes() == b"at the bottom\n"
-        assert (mnt / "@head" / chain / "leaf.txt").read_bytes() == b"at the bottom\n"
-        (mnt / "@head" / chain / "new.txt").write_bytes(b"written at the bottom\n")
-        commit = json.loads(dsfs(store, "commit", "-m", "deeper", "--json").stdout)
-        assert commit["version"] == "v2"
-        wait_for(lambda: (mnt / "@v2").exists(), 10, "@v2")
-        assert (mnt / "@v2" / chain / "new.txt").read_bytes() == b"written at the bottom\n"
-    diff = dsfs(store, "diff", "v1", "v2").stdout.splitlines()
-    assert diff == [f"A {chain}/new.txt"], diff[:3]
-
+        for top in ("@v1", "@head"):
+            view = daemon.mountpoint / top
+            assert (view / LEAF).read_bytes() == b"at the bottom\n", top
+            assert tree_bytes(view) == tree_bytes(src), top
     dest = tmp_path / "export"
     dsfs(store, "export", "v1", dest, "-q")
     assert tree_bytes(dest) == tree_bytes(src)
+    changed = tmp_path / "src2"
+    shutil.copytree(src, changed, symlinks=True)
+    (changed / LEAF).write_bytes(b"changed at the bottom\n")
+    assert dsfs(store, "import", changed, "-m", "v2").stdout == "v2\n"
+    assert dsfs(store, "diff", "v1", "v2").stdout.splitlines() == [f"M {LEAF}"]
+    verify_read_data(store)
+
+
+def test_a_thousand_levels_of_directories_written_and_committed_in_head(
+        deep_store: tuple[Path, Path], tmp_path: Path) -> None:
+    _, template = deep_store
+    store = tmp_path / "store"
+    shutil.copytree(template, store, symlinks=True)
+    with mounted(store, tmp_path / "mnt") as daemon:
+        head = daemon.mountpoint / "@head"
+        (head / CHAIN / "new.txt").write_bytes(b"written at the bottom\n")
+        assert (head / CHAIN / "new.txt").read_bytes() == b"written at the bottom\n"
+        result = dsfs(store, "commit", "-m", "deeper", "--json", check=False)
+        assert "Traceback" not in result.stderr and result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["version"] == "v2"
+        v2 = daemon.mountpoint / "@v2"
+        wait_for(v2.exists, 10, "@v2")
+        assert (v2 / CHAIN / "new.txt").read_bytes() == b"written at the bottom\n"
+        assert daemon.proc.poll() is None
+    assert dsfs(store, "diff", "v1", "v2").stdout.splitlines() == [f"A {CHAIN}/new.txt"]
     verify_read_data(store)
 
 
@@ -708,11 +736,13 @@ DAMAGE = {  # kind: (exit code, words the one line must hold)
     "regular file": (3, ["not a directory"]),
     "directory of random files": (3, ["not a dsfs store"]),
     "garbage config": (3, ["damaged"]),
+    "newer format": (4, ["format 2", "upgrade"]),
+    "index removed": (3, ["index", "verify --repair"]),
+}
+MORE_DAMAGE = {  # the same code paths: checked with two commands only
     "config not an object": (3, ["damaged"]),
     "config with wrong types": (3, ["damaged"]),
     "empty config": (3, ["damaged"]),
-    "newer format": (4, ["format 2", "upgrade"]),
-    "index removed": (3, ["index", "verify --repair"]),
     "garbage index": (3, ["index", "verify --repair"]),
 }
 
@@ -724,20 +754,20 @@ def _store_commands(tmp: Path) -> dict[str, list[str | Path]]:
     return {
         "log": ["log"], "ls": ["ls", "v1"], "cat": ["cat", "v1:a.txt"],
         "import": ["import", src, "-m", "x"], "mount": ["mount", tmp / "mnt"],
-        "verify": ["verify"], "verify --read-data": ["verify", "--read-data"],
-        "commit": ["commit", "-m", "x"], "status": ["status"], "tags": ["tags"],
-        "gc": ["gc"],
+        "verify": ["verify"], "commit": ["commit", "-m", "x"], "status": ["status"],
     }
 
 
-@pytest.mark.parametrize("kind", list(DAMAGE))
+@pytest.mark.parametrize("kind", list(DAMAGE) + list(MORE_DAMAGE))
 def test_every_command_refuses_a_damaged_or_foreign_store_and_leaves_it_alone(
         kind: str, good_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     _damage(kind, store, good_store)
-    code, words = DAMAGE[kind]
+    code, words = {**DAMAGE, **MORE_DAMAGE}[kind]
     commands = _store_commands(tmp_path)
-    if kind not in ("index removed", "garbage index"):
+    if kind in MORE_DAMAGE:
+        commands = {k: v for k, v in commands.items() if k in ("log", "import")}
+    elif kind != "index removed":  # repairing a lost index is what --repair is for
         commands["verify --repair"] = ["verify", "--repair"]
     before = listing(store)
     try:
@@ -747,8 +777,7 @@ def test_every_command_refuses_a_damaged_or_foreign_store_and_leaves_it_alone(
     finally:
         force_unmount(tmp_path / "mnt")
     assert mounted_at(tmp_path / "mnt") is None
-    changed = listing(store) != before
-    if changed:  # find the culprit, one command at a time
+    if listing(store) != before:  # find the culprit, one command at a time
         for name, args in commands.items():
             shutil.rmtree(store) if store.is_dir() else store.unlink()
             _damage(kind, store, good_store)
@@ -968,18 +997,26 @@ def test_garbage_on_the_control_socket_changes_nothing_and_serving_goes_on(
 # == misuse of the @head commands ================================================================
 
 def _head_state(store: Path) -> tuple[Any, ...]:
-    return (log_versions(store), json.loads(dsfs(store, "tags", "--json").stdout),
-            json.loads(dsfs(store, "status", "--json").stdout))
+    """Versions, tags, @head's status and the packs: read in-process (the daemon's control
+    socket answers status while it holds @head)."""
+    with Store.open(store) as s:
+        versions = [v.name for v in s.versions()]
+        tags = s.tags()
+        try:
+            session = open_head(s)
+        except HeadBusy:
+            note = json.loads((store / "head/control.json").read_text())
+            status = control_request(Path(note["socket"]), {"op": "status"})
+            status.pop("ok")
+        else:
+            with session:
+                status = status_report(session.fs)
+    return versions, tags, status, listing(store / "packs")
 
 
 MISUSE: dict[str, tuple[list[str], list[str]]] = {
     "commit without -m": (["commit"], ["-m"]),
-    "commit with an empty tag": (["commit", "-m", "x", "--tag", ""], ["invalid tag name"]),
     "commit with an invalid tag": (["commit", "-m", "x", "--tag", "no spaces"],
-                                   ["invalid tag name"]),
-    "commit with a version-like tag": (["commit", "-m", "x", "--tag", "v2"],
-                                       ["invalid tag name"]),
-    "commit with a reserved tag": (["commit", "-m", "x", "--tag", "latest"],
                                    ["invalid tag name"]),
     "commit with an existing tag": (["commit", "-m", "x", "--tag", "base"], ["already exists"]),
     "reset without --yes": (["reset"], ["--yes"]),
@@ -1023,12 +1060,10 @@ def test_head_command_misuse_gets_one_line_and_records_nothing(
     args, words = MISUSE[case]
     before = _head_state(store)
     assert [c["path"] for c in before[2]["changes"]] == ["a.txt", "new.txt"]
-    packs_before = listing(store / "packs")
     result = dsfs(store, *args, check=False)
     assert_one_line_error(result, *words, code=2)
     assert result.stdout == ""
     assert _head_state(store) == before, f"{case} changed the store"
-    assert listing(store / "packs") == packs_before
     if mnt is not None:
         assert (mnt / "@head/new.txt").read_bytes() == b"not committed yet\n"
         assert sorted(n for n in os.listdir(mnt) if n.startswith("@v")) == ["@v1"]

@@ -36,6 +36,7 @@ copies; where the work has got to at those instants still depends on timing). Mo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import math
@@ -62,7 +63,7 @@ from tests.faults.loopfs import (
     require_loop,
     run,
 )
-from tests.mountutil import dsfs_argv, mounted
+from tests.mountutil import Daemon, dsfs_argv, mounted
 from tests.treeutil import write
 from vfs.model import Kind
 from vfs.store import Store
@@ -85,6 +86,8 @@ def _seeds() -> list[int]:
 
 
 COPIES = int(os.environ.get("DSFS_POWERLOSS_COPIES", "2"))
+ALLOW_ZEROS = os.environ.get("DSFS_POWERLOSS_ALLOW_ZEROS") == "1"
+"""Only to look past the known zero-filled closed files while chasing something else."""
 
 
 # -- what the work did, and when ------------------------------------------------------------------
@@ -343,16 +346,20 @@ def version_files(store_root: Path) -> dict[str, dict[str, str]]:
 
 
 def classify(got: bytes, allowed: list[bytes | None]) -> str:
+    """"ok": one of the allowed contents; "torn": each byte is some allowed content's byte at
+    that offset (a mix of old and new blocks, or a prefix); "zeros": bytes are zero where no
+    allowed content has them; "garbage": other bytes no allowed content has there."""
     contents = [a for a in allowed if a is not None]
     if got in contents:
         return "ok"
-    zero = bytes(BLOCK)
     kinds: set[str] = set()
     for off in range(0, len(got), BLOCK):
         block = got[off:off + BLOCK]
         if any(c[off:off + BLOCK] == block for c in contents):
             continue
-        kinds.add("zeros" if block == zero[:len(block)] else "garbage")
+        for i, b in enumerate(block, off):  # byte by byte (a block may end a shorter file)
+            if not any(i < len(c) and c[i] == b for c in contents):
+                kinds.add("zeros" if b == 0 else "garbage")
     return "garbage" if "garbage" in kinds else "zeros" if kinds else "torn"
 
 
@@ -411,13 +418,14 @@ def _check_versions(found: dict[str, dict[str, str]], model: Model, copy: Copy,
 def _check_head(head: Path, model: Model, copy: Copy, why: str, findings: list[str],
                 log_text: Callable[[], str]) -> None:
     expect = expected_head(model, copy)
-    bad: list[str] = []
+    lost: list[str] = []  # broken promises: fsynced or committed content, durable unlinks
+    wrong: list[str] = []  # wrong bytes in files changed since their last durable point
     seen: dict[str, int] = {}
     for dirpath, _, names in os.walk(head):
         for name in names:
             rel = os.path.relpath(os.path.join(dirpath, name), head)
             if rel not in expect:
-                bad.append(f"{rel}: in @head, but the work never wrote it")
+                lost.append(f"{rel}: in @head, but the work never wrote it")
     for rel, (required, allowed) in sorted(expect.items()):
         path = head / rel
         try:
@@ -428,41 +436,45 @@ def _check_head(head: Path, model: Model, copy: Copy, why: str, findings: list[s
             if exc.errno != errno.EIO:
                 raise
             named = rel.split("/")[-1] in log_text()
-            findings.append(f"{why}: EIO reading @head/{rel} (log names it: {named})")
-            assert not allowed and named, f"{why}: EIO reading @head/{rel}"
-            bad.append(f"{rel}: EIO")
+            findings.append(f"{why}: EIO reading @head/{rel} "
+                            f"({'changed' if allowed else 'durable'}; log names it: {named})")
+            if not allowed or not named:
+                lost.append(f"{rel}: EIO (log names it: {named})")
             continue
         if not allowed:
             tally = "durable, present" if required is not None else "durable, absent"
             seen[tally] = seen.get(tally, 0) + 1
             if got != required:
-                bad.append(f"{rel}: durable content lost: expected "
-                           f"{_describe(required)}, got {_describe(got)}")
+                lost.append(f"{rel}: durable content lost: expected {_describe(required)}, "
+                            f"got {_describe(got)}")
             continue
         tally = "changed, " + ("absent" if got is None else "same as before" if got ==
                                allowed[0] else "new" if got in allowed[1:] else "other")
         seen[tally] = seen.get(tally, 0) + 1
         if got is None:
             if None not in allowed:
-                bad.append(f"{rel}: missing, allowed {[_describe(a) for a in allowed]}")
+                lost.append(f"{rel}: missing, allowed {[_describe(a) for a in allowed]}")
             continue
         verdict = classify(got, allowed)
         if verdict != "ok":
             findings.append(f"{why}: @head/{rel} is {verdict}: {_describe(got)}; allowed "
                             f"{[_describe(a) for a in allowed]}")
-        if verdict in ("zeros", "garbage"):
-            bad.append(f"{rel}: wrong bytes ({verdict}): {_describe(got)}, allowed "
-                       f"{[_describe(a) for a in allowed]}")
+        if verdict == "garbage" or (verdict == "zeros" and not ALLOW_ZEROS):
+            wrong.append(f"{rel}: wrong bytes ({verdict}): {_describe(got)}; allowed "
+                         f"{[_describe(a) for a in allowed]}")
     findings.append(f"{why}: @head files: {seen}")
-    assert not bad, f"{why}:\n  " + "\n  ".join(bad)
+    assert not lost, f"{why}: @head lost what was durable:\n  " + "\n  ".join(lost)
+    assert not wrong, (f"{why}: files only closed (not fsynced) read back with wrong bytes:\n  "
+                       + "\n  ".join(wrong))
 
 
 def _describe(data: bytes | None) -> str:
     if data is None:
         return "absent"
+    blocks = -(-len(data) // BLOCK)
     zeros = sum(1 for off in range(0, len(data), BLOCK)
                 if data[off:off + BLOCK].count(0) == len(data[off:off + BLOCK]))
-    return f"{len(data)} bytes sha {sha(data)[:10]} ({zeros} zero blocks)"
+    return f"{len(data)} bytes sha {sha(data)[:10]} ({zeros}/{blocks} blocks all zero)"
 
 
 # -- the test -------------------------------------------------------------------------------------
@@ -483,6 +495,43 @@ def take_copy(outer_mnt: Path, image: Path, dest: Path, t0: float) -> Copy:
     return Copy(dest, start, end, start - t0)
 
 
+@contextlib.contextmanager
+def live_store(tmp_path: Path, outer_mnt: Path, base: dict[str, bytes]
+               ) -> Iterator[tuple[Path, Daemon]]:
+    """A store on a fresh inner filesystem (image in `outer_mnt`) with `base` as v1, mounted;
+    on exit the dsfs mount goes first (the daemon must not hold the inner filesystem), then the
+    inner filesystem and its loop device."""
+    src = tmp_path / "v1src"
+    for rel, data in base.items():
+        write(src / rel, data)
+    make_ext4(outer_mnt / "inner.img", INNER_SIZE)
+    with loop_fs(outer_mnt / "inner.img", tmp_path / "inner") as inner:
+        store = inner.mountpoint / "store"
+        for args in (["init"], ["import", src, "-m", "v1"]):
+            result = subprocess.run(dsfs_argv(store, *args), capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+        with mounted(store, tmp_path / "mnt") as daemon:
+            yield store, daemon
+
+
+def check_copies(copies: list[Copy], model: Model, tmp_path: Path, seed: int) -> None:
+    """Check every copy (a failing one keeps its image), then fail with all that failed."""
+    findings: list[str] = []
+    failures: list[str] = []
+    try:
+        for copy in copies:
+            print(f"  copy at {copy.at:.3f} s took {copy.end - copy.start:.3f} s")
+            try:
+                check_copy(copy, model, tmp_path, seed, findings)
+            except AssertionError as exc:
+                failures.append(f"{exc}\n  (crash image kept: {copy.image})")
+            else:
+                copy.image.unlink()
+    finally:
+        print("  " + "\n  ".join(findings))
+    assert not failures, "\n".join(failures)
+
+
 @pytest.mark.parametrize("seed", _seeds())
 def test_power_loss_keeps_what_was_durable_and_never_serves_wrong_bytes(
         tmp_path: Path, outer: Path, seed: int) -> None:
@@ -490,39 +539,49 @@ def test_power_loss_keeps_what_was_durable_and_never_serves_wrong_bytes(
     print(f"\npower-loss trial seed {seed}")
     base = {"a.txt": b"alpha\n", "d0/b.bin": rnd.randbytes(300_000),
             "d0/c.bin": rnd.randbytes(1_200_000)}
-    src = tmp_path / "v1src"
-    for rel, data in base.items():
-        write(src / rel, data)
     model = Model(base)
-    image = outer / "inner.img"
-    make_ext4(image, INNER_SIZE)
     copies: list[Copy] = []
     instants = sorted(rnd.uniform(0.3, WORK_SECONDS) for _ in range(COPIES))
-    with loop_fs(image, tmp_path / "inner") as inner:
-        store = inner.mountpoint / "store"
-        for args in (["init"], ["import", src, "-m", "v1"]):
-            result = subprocess.run(dsfs_argv(store, *args), capture_output=True, text=True)
-            assert result.returncode == 0, result.stderr
-        with mounted(store, tmp_path / "mnt") as daemon:
-            work = Work(seed, store, daemon.mountpoint / "@head", tmp_path / "sources", model)
-            t0 = time.monotonic()
-            work.start()
-            try:
-                for n, at in enumerate(instants):
-                    while time.monotonic() - t0 < at and work.thread.is_alive():
-                        time.sleep(0.005)
-                    copies.append(take_copy(outer, image, tmp_path / f"crash{n}.img", t0))
-            finally:
-                work.finish()
-            assert work.error is None, f"seed {seed}: the work failed:\n{work.error}"
-            assert daemon.proc.poll() is None
+    with live_store(tmp_path, outer, base) as (store, daemon):
+        work = Work(seed, store, daemon.mountpoint / "@head", tmp_path / "sources", model)
+        t0 = time.monotonic()
+        work.start()
+        try:
+            for n, at in enumerate(instants):
+                while time.monotonic() - t0 < at and work.thread.is_alive():
+                    time.sleep(0.005)
+                copies.append(take_copy(outer, outer / "inner.img",
+                                        tmp_path / f"crash{n}.img", t0))
+        finally:
+            work.finish()
+        assert work.error is None, f"seed {seed}: the work failed:\n{work.error}"
+        assert daemon.proc.poll() is None
     print(f"  {work.steps} steps; versions: "
           f"{[(e.what, e.name, round(e.end - t0, 3)) for e in model.versions]}")
-    findings: list[str] = []
-    try:
-        for copy in copies:
-            print(f"  copy at {copy.at:.3f} s took {copy.end - copy.start:.3f} s")
-            check_copy(copy, model, tmp_path, seed, findings)
-            copy.image.unlink()
-    finally:
-        print("  " + "\n  ".join(findings))
+    check_copies(copies, model, tmp_path, seed)
+
+
+def test_a_closed_file_is_absent_or_whole_after_another_file_is_fsynced(
+        tmp_path: Path, outer: Path) -> None:
+    """The smallest case of the trials: A is written and closed, B is written and fsynced
+    (with its directory), the power goes. B must be there; A may be missing, but must not
+    read back as something it never held."""
+    rnd = random.Random(7)
+    base = {"a.txt": b"alpha\n"}
+    model = Model(base)
+    a, b = rnd.randbytes(600_000), rnd.randbytes(5000)
+    with live_store(tmp_path, outer, base) as (_, daemon):
+        head = daemon.mountpoint / "@head"
+        t0 = time.monotonic()
+        change = model.begin("closed.bin", a, False, "create, close")
+        write(head / "closed.bin", a)
+        change.end = time.monotonic()
+        change = model.begin("fsynced.bin", b, True, "create, fsync")
+        with open(head / "fsynced.bin", "wb") as f:
+            f.write(b)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(head)
+        change.end = time.monotonic()
+        copy = take_copy(outer, outer / "inner.img", tmp_path / "crash.img", t0)
+    check_copies([copy], model, tmp_path, 0)

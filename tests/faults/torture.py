@@ -311,6 +311,12 @@ class Command:
         return rc
 
 
+def copy_store(src: Path, dest: Path) -> None:
+    """A copy that keeps holes: @head's overlay files record which blocks were written by
+    which are data and which are holes (a copy that fills holes makes @head unreadable)."""
+    subprocess.run(["cp", "-a", "--sparse=auto", str(src), str(dest)], check=True)
+
+
 def run_dsfs(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(dsfs_argv(store, "-q", *args), cwd=REPO, env=CHILD_ENV,
                           capture_output=True, text=True, timeout=TIMEOUT,
@@ -574,7 +580,7 @@ class Torture:
         """v1 and uncommitted @head changes (written through a mount): new files, some big;
         base files overwritten in the middle, appended to, truncated, deleted, renamed."""
         base = self.template("import")
-        shutil.copytree(base.store, path, symlinks=True)
+        copy_store(base.store, path)
         rng = random.Random(f"{TEMPLATE_SEED}:head")
         mounts = Mounts(path, path.parent / "commit-mnt")
         try:
@@ -607,7 +613,7 @@ class Torture:
     def _measure(self, key: str, scratch: Path) -> None:
         store = scratch / "store"
         if key in ("commit-daemon", "commit-client"):
-            shutil.copytree(self.template("commit").store, store, symlinks=True)
+            copy_store(self.template("commit").store, store)
             mounts = Mounts(store, scratch / "mnt")
             try:
                 with mounts.serving() as daemon:
@@ -628,7 +634,7 @@ class Torture:
             "gc": ("gc", ["gc"]),
             "repair": ("gc", ["verify", "--repair"]),
         }[key]
-        shutil.copytree(self.template(template).store, store, symlinks=True)
+        copy_store(self.template(template).store, store)
         if key == "repair":
             (store / "index" / "data.mdb").unlink()
         cmd = Command(store, args, scratch, key)
@@ -721,7 +727,7 @@ class Torture:
         plan = KillPlan.draw(rng)
         trial.plan = plan.describe(duration)
         store = tdir / "store"
-        shutil.copytree(t.store, store, symlinks=True)
+        copy_store(t.store, store)
         cmd = Command(store, ["import", str(src), "-m", "torture", "--tag", "torture"], tdir,
                       "import")
         rc = self._kill_command(trial, cmd, plan, duration)
@@ -760,7 +766,7 @@ class Torture:
         plan = KillPlan.draw(rng)
         trial.plan = plan.describe(duration)
         store = tdir / "store"
-        shutil.copytree(t.store, store, symlinks=True)
+        copy_store(t.store, store)
         self._kill_command(trial, Command(store, ["gc"], tdir, "gc"), plan, duration)
         verify_read_data(store, "after the kill")
         trial.mark("verify")
@@ -797,7 +803,7 @@ class Torture:
         damage = rng.choice(REPAIR_DAMAGE)
         trial.plan = plan.describe(duration)
         store = tdir / "store"
-        shutil.copytree(t.store, store, symlinks=True)
+        copy_store(t.store, store)
         data = store / "index" / "data.mdb"
         if damage == "delete":
             data.unlink()
@@ -921,7 +927,7 @@ class Torture:
         plan = KillPlan.draw(rng)
         trial.plan = plan.describe(duration)
         store = tdir / "store"
-        shutil.copytree(t.store, store, symlinks=True)
+        copy_store(t.store, store)
         cmd = Command(store, ["commit", "-m", "torture", "--tag", "torture"], tdir, "commit")
         rc = self._kill_command(trial, cmd, plan, duration)
         verify_read_data(store, "after the kill")
@@ -942,7 +948,7 @@ class Torture:
         plan = KillPlan.draw(rng)
         trial.plan = plan.describe(duration) + " after the daemon took the request"
         store = tdir / "store"
-        shutil.copytree(t.store, store, symlinks=True)
+        copy_store(t.store, store)
         with mounts.serving() as daemon:
             trial.mark("mount")
             cmd = Command(store, ["commit", "-m", "torture", "--tag", "torture"], tdir,
@@ -972,7 +978,7 @@ class Torture:
         plan = KillPlan.draw(rng)
         trial.plan = plan.describe(duration) + " after the command opened the store"
         store = tdir / "store"
-        shutil.copytree(t.store, store, symlinks=True)
+        copy_store(t.store, store)
         with mounts.serving() as daemon:
             trial.mark("mount")
             cmd = Command(store, ["commit", "-m", "torture", "--tag", "torture"], tdir,
@@ -1004,12 +1010,14 @@ class Torture:
                           mounts: Mounts) -> None:
         t = self.template("import")
         store = tdir / "store"
-        shutil.copytree(t.store, store, symlinks=True)
+        copy_store(t.store, store)
         plan = KillPlan.draw(rng)
         trial.plan = plan.describe(WRITE_WINDOW) + " after the writer's first operation"
         model = model_of_snap(self.snap("A"))
+        links = {os.fsdecode(k): os.fsdecode(v[8]) for k, v in self.snap("A").items()
+                 if v[0] == stat.S_IFREG and v[8] is not None}
         manifest = tdir / "manifest.json"
-        manifest.write_text(json.dumps(model))
+        manifest.write_text(json.dumps({"model": model, "links": links}))
         out, err = tdir / "writer.out", tdir / "writer.err"
         writer: subprocess.Popen[bytes] | None = None
         try:
@@ -1105,7 +1113,9 @@ WRITER = r"""
 import hashlib, json, os, random, sys
 head, seed, manifest, out_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rng = random.Random(seed)
-model = {k: tuple(v) for k, v in json.load(open(manifest)).items()}
+start = json.load(open(manifest))
+model = {k: tuple(v) for k, v in start["model"].items()}
+group = dict(start["links"])  # path -> its hard-link group, for files with several names
 out = open(out_path, "a")
 
 
@@ -1135,6 +1145,11 @@ def new_name(i, suffix):
     d = rng.choice([""] + sorted(p for p, v in model.items() if v[0] == "d"))
     name = f"w{i}-{rng.randrange(1 << 24):06x}{suffix}"
     return os.path.join(d, name) if d else name
+
+
+def names(rel):
+    g = group.get(rel)
+    return sorted(p for p, x in group.items() if x == g) if g is not None else [rel]
 
 
 def put(f, data):
@@ -1176,7 +1191,7 @@ for i in range(100000):
             grow = rng.random() < 0.3
             n = len(old) + rng.randint(1, 1 << 20) if grow else rng.randint(0, len(old))
             data = old[:n] + bytes(max(0, n - len(old)))
-        after = {rel: ["f", sha(data)]}
+        after = {p: ["f", sha(data)] for p in names(rel)}
         say({"begin": i, "op": op, "after": after})
         if op == "overwrite":
             with open(full(rel), "r+b") as f:
@@ -1189,16 +1204,20 @@ for i in range(100000):
             os.truncate(full(rel), len(data))
     elif op == "rename":
         src = rng.choice(existing)
-        others = [p for p in existing if p != src]
+        others = [p for p in existing if p not in names(src)]  # a rename onto another name of
         dst = rng.choice(others) if others and rng.random() < 0.4 else new_name(i, ".bin")
-        after = {src: None, dst: list(model[src])}
+        after = {src: None, dst: list(model[src])}  # the same file does nothing
         say({"begin": i, "op": op, "after": after})
         os.rename(full(src), full(dst))
+        group.pop(dst, None)
+        if src in group:
+            group[dst] = group.pop(src)
     elif op == "unlink":
         rel = rng.choice(existing + sorted(p for p, v in model.items() if v[0] == "l"))
         after = {rel: None}
         say({"begin": i, "op": op, "after": after})
         os.unlink(full(rel))
+        group.pop(rel, None)
     elif op == "mkdir":
         rel = new_name(i, ".d")
         after = {rel: ["d"]}
@@ -1260,10 +1279,9 @@ def judge_head(model: Model, got: Model, inflight: dict[str, Any] | None) -> str
     if now == before:
         return "not happened"
     if inflight["op"] in CONTENT_OPS:
-        path = next(iter(after))
-        state = now[path]
-        check(state is not None and state[0] == "f",
-              f"{inflight['op']} of {path} in flight: found {state}")
+        # every name of the file is a file, all with the same bytes
+        check(all(v is not None and v[0] == "f" for v in now.values())
+              and len(set(now.values())) == 1, f"{inflight['op']} in flight: found {now}")
         return "partial"
     raise TrialFailed(f"{inflight['op']} in flight left neither the old nor the new state:\n"
                       f"  before {before}\n  after  {after}\n  found  {now}")

@@ -21,7 +21,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vfs.errors import (
     CorruptData,
@@ -78,7 +78,7 @@ class HeadFileHandle:
     ino: int
     writable: bool
     append: bool = False
-    stats: dict[str, int] = field(default_factory=dict)
+    wrote: bool = False
 
 
 def virtual_node(ino: int, entry: Entry, origin: bytes) -> HNode:
