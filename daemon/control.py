@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import socket
 import stat
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +30,23 @@ from typing import Any
 
 import trio
 
+from daemon.control_client import (
+    HEADER,
+    MAX_MESSAGE,
+    NO_DAEMON,
+    BadMessage,
+    ControlError,
+    body_length,
+    decode,
+    encode,
+    one_line,
+    request,
+)
 from vfs.errors import DsfsError
 
 log = logging.getLogger("dsfs.control")
 
-MAX_MESSAGE = 1 << 20
-"""Largest JSON body, in bytes, either side accepts."""
+
 READ_TIMEOUT = 10.0
 """Seconds a client has, from connecting, to send its whole request."""
 REPLY_TIMEOUT = 10.0
@@ -45,26 +54,8 @@ REPLY_TIMEOUT = 10.0
 PROBE_TIMEOUT = 2.0
 """Seconds to wait when checking whether a socket file has a live daemon behind it."""
 LISTEN_BACKLOG = 64
-
-_HEADER = struct.Struct("!I")
 _UCRED = struct.Struct("3i")
 _INTERNAL_ERROR = "internal error in the daemon: see its log"
-NO_DAEMON = "no dsfs daemon is serving this store"
-
-
-class ControlError(DsfsError):
-    """The daemon could not be reached, or it refused or failed a request.
-
-    `exit_code` is the daemon's code for a domain error it reported, else the class default.
-    """
-
-    exit_code = 11
-
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        if exit_code is not None:
-            self.exit_code = exit_code
-
 
 @dataclass(frozen=True)
 class Peer:
@@ -78,44 +69,8 @@ class Peer:
 Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
 
 
-class _BadMessage(Exception):
-    """A message that breaks the protocol; the text is the one-line reason."""
-
-
 class _Hangup(Exception):
     """The client closed the connection before sending anything."""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) or "unknown error"
-
-
-def _encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    if len(body) > MAX_MESSAGE:
-        raise ValueError(f"control message of {len(body)} bytes exceeds {MAX_MESSAGE}")
-    return _HEADER.pack(len(body)) + body
-
-
-def _body_length(header: bytes) -> int:
-    (length,) = _HEADER.unpack(header)
-    if length > MAX_MESSAGE:
-        raise _BadMessage(f"message of {length} bytes exceeds the limit of {MAX_MESSAGE}")
-    return int(length)
-
-
-def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _BadMessage(f"message is not UTF-8 (byte {exc.start})") from None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise _BadMessage(f"message is not JSON ({_one_line(str(exc))})") from None
-    if not isinstance(value, dict):
-        raise _BadMessage(f"message is a JSON {type(value).__name__}, not an object")
-    return value
 
 
 # -- the daemon's side ---------------------------------------------------------------------
@@ -148,7 +103,7 @@ async def serve_control(
             os.chmod(path, 0o600)
             sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
-            raise ControlError(f"cannot listen on {path}: {_one_line(str(exc))}") from exc
+            raise ControlError(f"cannot listen on {path}: {one_line(str(exc))}") from exc
         serve = functools.partial(
             _serve_connection, handler=handler, allowed_uids=allowed_uids,
             read_timeout=read_timeout)
@@ -182,7 +137,7 @@ async def _clear_stale(path: Path) -> None:
             raise ControlError(f"a process listens on {path} but does not accept: is another "
                                "dsfs daemon stuck?") from None
         except OSError as exc:
-            raise ControlError(f"cannot check {path}: {_one_line(str(exc))}") from exc
+            raise ControlError(f"cannot check {path}: {one_line(str(exc))}") from exc
     raise ControlError(f"another dsfs daemon is already serving at {path}")
 
 
@@ -237,7 +192,7 @@ async def _converse(
             message = await _receive_request(stream)
         except _Hangup:
             return
-        except _BadMessage as exc:
+        except BadMessage as exc:
             error = str(exc)
     if message is None:
         error = error or f"no complete request within {read_timeout:g} s"
@@ -259,19 +214,19 @@ async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
 
 
 async def _receive_request(stream: trio.SocketStream) -> dict[str, Any]:
-    header = await _receive_exactly(stream, _HEADER.size)
+    header = await _receive_exactly(stream, HEADER.size)
     if not header:
         raise _Hangup
-    if len(header) < _HEADER.size:
-        raise _BadMessage("truncated request: the length prefix is incomplete")
-    length = _body_length(header)
+    if len(header) < HEADER.size:
+        raise BadMessage("truncated request: the length prefix is incomplete")
+    length = body_length(header)
     body = await _receive_exactly(stream, length)
     if len(body) < length:
-        raise _BadMessage(f"truncated request: {len(body)} of {length} bytes")
-    message = _decode(body)
+        raise BadMessage(f"truncated request: {len(body)} of {length} bytes")
+    message = decode(body)
     op = message.get("op")
     if not isinstance(op, str) or not op:
-        raise _BadMessage('request has no "op" string')
+        raise BadMessage('request has no "op" string')
     return message
 
 
@@ -292,7 +247,7 @@ async def _dispatch(handler: Handler, message: dict[str, Any], peer: Peer) -> di
             log.exception("control request %r from pid %d failed", op, peer.pid)
             return {"ok": False, "error": _INTERNAL_ERROR}
         log.info("control request %r from pid %d: %s", op, peer.pid, domain)
-        return {"ok": False, "error": _one_line(str(domain) or type(domain).__name__),
+        return {"ok": False, "error": one_line(str(domain) or type(domain).__name__),
                 "code": domain.exit_code}
     if not isinstance(result, dict):
         log.error("control handler for %r returned %s, not a dict", op, type(result).__name__)
@@ -302,10 +257,10 @@ async def _dispatch(handler: Handler, message: dict[str, Any], peer: Peer) -> di
 
 async def _send_reply(stream: trio.SocketStream, reply: dict[str, Any]) -> None:
     try:
-        frame = _encode(reply)
+        frame = encode(reply)
     except (TypeError, ValueError):
         log.exception("control reply cannot be sent: %.200r", reply)
-        frame = _encode({"ok": False, "error": _INTERNAL_ERROR})
+        frame = encode({"ok": False, "error": _INTERNAL_ERROR})
     with trio.move_on_after(REPLY_TIMEOUT) as scope:
         await stream.send_all(frame)
     if scope.cancelled_caught:
@@ -314,93 +269,5 @@ async def _send_reply(stream: trio.SocketStream, reply: dict[str, Any]) -> None:
 
 # -- the CLI's side ------------------------------------------------------------------------
 
-def request(path: Path, message: dict[str, Any], *, timeout: float | None = 30.0) -> dict[str, Any]:
-    """Send one request to the daemon serving at `path` and return its reply.
 
-    Blocking; `timeout` bounds the whole exchange (None: wait forever). Raises ControlError
-    with a one-line message when no daemon serves there, when it does not answer in time,
-    when the reply is malformed, or when the reply is an error (then with its message, and
-    its exit code when it gives one).
-    """
-    frame = _encode(message)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            _settimeout(sock, deadline)
-            try:
-                sock.connect(os.fspath(path))
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise ControlError(NO_DAEMON) from None
-            except PermissionError:
-                raise ControlError(_no_access(path)) from None
-            try:
-                _settimeout(sock, deadline)
-                sock.sendall(frame)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the daemon may have answered (refused) before reading: read its reply
-            reply = _receive_reply(sock, deadline)
-    except TimeoutError:
-        raise ControlError(f"the dsfs daemon did not answer within {timeout:g} s") from None
-    except ControlError:
-        raise
-    except OSError as exc:
-        raise ControlError(f"cannot talk to the dsfs daemon: {_one_line(str(exc))}") from exc
-    ok = reply.get("ok")
-    if ok is True:
-        return reply
-    if ok is False:
-        error = reply.get("error")
-        code = reply.get("code")
-        raise ControlError(
-            _one_line(error) if isinstance(error, str) else "the dsfs daemon reported an error",
-            code if isinstance(code, int) and not isinstance(code, bool) else None)
-    raise ControlError('malformed reply from the dsfs daemon: no "ok" field')
-
-
-def _settimeout(sock: socket.socket, deadline: float | None) -> None:
-    if deadline is None:
-        sock.settimeout(None)
-        return
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError
-    sock.settimeout(remaining)
-
-
-def _no_access(path: Path) -> str:
-    try:
-        owner = f"uid {os.stat(path).st_uid}"
-    except OSError:
-        owner = "another user"
-    return (f"permission denied: this dsfs daemon belongs to {owner}; "
-            "run the command as that user or root")
-
-
-def _recv_exactly(sock: socket.socket, size: int, deadline: float | None) -> bytes:
-    buf = bytearray()
-    while len(buf) < size:
-        _settimeout(sock, deadline)
-        try:
-            chunk = sock.recv(min(size - len(buf), 1 << 16))
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-def _receive_reply(sock: socket.socket, deadline: float | None) -> dict[str, Any]:
-    header = _recv_exactly(sock, _HEADER.size, deadline)
-    if not header:
-        raise ControlError("the dsfs daemon closed the connection without answering")
-    try:
-        if len(header) < _HEADER.size:
-            raise _BadMessage("truncated length prefix")
-        length = _body_length(header)
-        body = _recv_exactly(sock, length, deadline)
-        if len(body) < length:
-            raise _BadMessage(f"truncated: {len(body)} of {length} bytes")
-        return _decode(body)
-    except _BadMessage as exc:
-        raise ControlError(f"malformed reply from the dsfs daemon: {exc}") from None
+__all__ = ["MAX_MESSAGE", "NO_DAEMON", "ControlError", "request", "serve_control"]

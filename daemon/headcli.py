@@ -9,20 +9,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon import fmt
 from daemon.cli_common import emit_json, note, open_store
-from daemon.headservice import ask_daemon
+from daemon.control_client import ask_daemon
 from vfs.errors import HeadBusy, UserError
-from vfs.head.commit import commit
-from vfs.head.session import open_head
-from vfs.head.status import status_report
-from vfs.store import Store
+
+if TYPE_CHECKING:
+    from vfs.store import Store
 
 
 def _run(store: Store, request: dict[str, Any]) -> dict[str, Any]:
     """Do a head request here if @head is free, else ask the daemon that holds it."""
+    from vfs.head.commit import commit
+    from vfs.head.session import open_head
+    from vfs.head.status import status_report
+
     try:
         session = open_head(store)
     except HeadBusy:

@@ -25,6 +25,9 @@ from vfs.inodes import from_head, to_head
 from vfs.model import Version
 from vfs.view import Attr
 
+INLINE_WRITE = 128 << 10
+"""Writes up to this size run on the trio thread; bigger ones in a worker thread."""
+
 
 class Gate:
     """Mutations of @head pass it shared; a commit or reset holds it alone (reads never wait).
@@ -201,8 +204,11 @@ class HeadAdapter:
         async with self.gate.shared():
             handle.wrote = True
             node, offset = self.fs.prepare_write(handle, offset)
-            await trio.to_thread.run_sync(self.fs.write_data, node, offset, data,
-                                          limiter=self.write_limiter)
+            if len(data) <= INLINE_WRITE:
+                self.fs.write_data(node, offset, data)  # cheaper than a thread hand-off
+            else:
+                await trio.to_thread.run_sync(self.fs.write_data, node, offset, data,
+                                              limiter=self.write_limiter)
             self.fs.finish_write(handle.ino, offset, len(data))
             return len(data)
 

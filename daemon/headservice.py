@@ -17,7 +17,8 @@ from typing import Any
 import pyfuse3
 import trio
 
-from daemon.control import Peer, request, serve_control
+from daemon.control import Peer, serve_control
+from daemon.control_client import control_note
 from daemon.headops import HeadAdapter
 from daemon.ops import HEAD_NAME, Operations
 from vfs.errors import HeadBusy, UserError
@@ -29,10 +30,6 @@ from vfs.store import Store
 from vfs.view import VersionsView
 
 log = logging.getLogger("dsfs.mount")
-
-
-def control_note(store_root: Path) -> Path:
-    return store_root / "head" / "control.json"
 
 
 def socket_path(runtime: Path, store_root: Path) -> Path:
@@ -107,16 +104,4 @@ async def serve_head_control(store: Store, view: VersionsView, ops: Operations,
             note.unlink(missing_ok=True)
 
 
-def ask_daemon(store_root: Path, message: dict[str, Any], timeout: float | None = None
-               ) -> dict[str, Any]:
-    """Send a control request to the daemon serving @head of this store."""
-    try:
-        note = json.loads(control_note(store_root).read_text())
-        path = Path(note["socket"])
-    except (OSError, ValueError, KeyError):
-        raise UserError(f"@head of {store_root} is held by another process, but no mount "
-                        "daemon answers for it: retry when it has finished") from None
-    return request(path, message, timeout=timeout)
-
-
-__all__ = ["ask_daemon", "attach_head", "serve_head_control", "status_report"]
+__all__ = ["attach_head", "serve_head_control", "status_report"]

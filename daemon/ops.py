@@ -21,7 +21,7 @@ import trio
 from daemon.errors import errno_for
 from daemon.headops import HeadAdapter, mount_attr
 from vfs.errors import CorruptData, DsfsError, NoEntry
-from vfs.head.fs import HeadDirHandle
+from vfs.head.fs import HEAD_TIMEOUT, HeadDirHandle
 from vfs.head.state import HEAD_ROOT
 from vfs.ids import ChunkId
 from vfs.inodes import ROOT_INO, from_head, is_head, to_head
@@ -118,7 +118,15 @@ class Operations(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if self.head is not None:
             if is_head(parent_inode):
-                return entry_attributes(self.head.lookup(parent_inode, name))
+                try:
+                    return entry_attributes(self.head.lookup(parent_inode, name))
+                except NoEntry:
+                    # every change to @head passes through the kernel, which drops cached
+                    # negative entries itself when a name appears: let it cache them
+                    neg = pyfuse3.EntryAttributes()
+                    neg.st_ino = pyfuse3.InodeT(0)
+                    neg.entry_timeout = HEAD_TIMEOUT
+                    return neg
             if parent_inode == ROOT_INO and name == HEAD_NAME:
                 self.head.remember(to_head(HEAD_ROOT))
                 return entry_attributes(self.head.root_attr())

@@ -100,9 +100,9 @@ def update_tree(reader: TreeReader, tree: TreeId | None, changes: Mapping[bytes,
         todo.update((r[0], r) for r in (_write(level, items, put) for items in pages))
         if level < height:  # drop rows that did not change (above the old root all rows are new)
             todo = {name: r for name, r in todo.items() if r != old.get(name)}
-            if not todo:  # this level's pages are unchanged, so is everything above
-                assert tree is not None
-                return tree
+        if not todo:  # this level's pages are unchanged, so is everything above
+            assert tree is not None
+            return tree
         level += 1
 
 

@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from vfs import schema
-from vfs.errors import CorruptData, StoreWriteError
+from vfs.errors import CorruptData, NewerFormat, StoreWriteError
 from vfs.fsutil import no_space
 from vfs.model import Kind, Xattrs
 
 HEAD_ROOT = 1
 WHITEOUT = 0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -149,9 +149,14 @@ class HeadDB:
         c = self._conn
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=NORMAL")
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            self._conn.close()
+            raise NewerFormat(f"@head state {path} has layout {version}, this dsfs knows "
+                              f"{SCHEMA_VERSION}: use the dsfs that wrote it (or move "
+                              f"{path.parent} away to start @head over)")
         c.executescript(_SCHEMA)
-        if self.meta("schema") is None:
-            self.set_meta("schema", SCHEMA_VERSION)
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._conn.close()
