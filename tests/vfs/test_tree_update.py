@@ -148,6 +148,9 @@ def test_a_no_op_change_keeps_the_root_and_writes_only_the_touched_page() -> Non
     objs.puts = 0
     assert update_tree(TreeReader(objs.get), tree, {b"n0000100x": None}, objs.put) == tree
     assert objs.puts <= 1
+    leaf = build_tree([entry(b"a"), entry(b"b")], objs.put)
+    assert update_tree(TreeReader(objs.get), leaf, {}, objs.put) == leaf
+    assert update_tree(TreeReader(objs.get), tree, {}, objs.put) == tree
 
 
 def test_an_unchanged_old_root_under_a_new_level() -> None:
@@ -157,3 +160,19 @@ def test_an_unchanged_old_root_under_a_new_level() -> None:
     tree = build_tree([entry(first)], objs.put)
     apply(objs, tree, {first: entry(first)},
           {first + bytes([c]): entry(first + bytes([c])) for c in range(65, 65 + 100)})
+
+
+def test_collapse_onto_one_old_page() -> None:
+    # The first name is a level-1 boundary, so the first leaf page is alone in a one-row level-1
+    # page: deleting everything else leaves that old leaf as the root, under two one-row pages.
+    objs = Objects()
+    start = next(i for i in range(10_000) if _is_boundary(name(i), 1))
+    state = {name(i): entry(name(i)) for i in range(start, start + 3000)}
+    tree = build_tree(list(state.values()), objs.put)
+    reader = TreeReader(objs.get)
+    assert reader.page(ObjectId(tree)).level == 2
+    leaves = reader.leaf_pages(tree)
+    for leaf in (leaves[0], leaves[len(leaves) // 2], leaves[-1]):
+        keep = {e.name for e in reader.page(leaf).entries}
+        root, _ = apply(objs, tree, state, {n: None for n in state if n not in keep})
+        assert root == leaf
