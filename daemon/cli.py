@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from daemon import fmt
 from daemon.cli_common import DEFAULT_STORE, emit_json, note, open_store, store_path
@@ -393,13 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"store directory (default: $DSFS_STORE or {DEFAULT_STORE})")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars or summaries on stderr")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dsfs", parents=[common],
         description="Version ML datasets as a filesystem: deduplicated, every version kept.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Handler, help_: str, json_: bool = False) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help_,
+                                                    description=help_)
         p.set_defaults(func=fn)
         if json_:
             p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -476,7 +478,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes get one line, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"dsfs: error: {message} (see `{self.prog} --help`)\n")
+
+
+DEEP_RECURSION = 20_000
+"""Trees are walked recursively, one call per directory level: enough for paths thousands of
+levels deep (Python 3.11 keeps these frames on the heap, not the C stack)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), DEEP_RECURSION))
     parser = build_parser()
     args = parser.parse_args(argv)
     for name, default in (("store", None), ("quiet", False)):

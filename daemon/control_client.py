@@ -74,6 +74,8 @@ def decode(body: bytes) -> dict[str, Any]:
         raise BadMessage(f"message is not UTF-8 (byte {exc.start})") from None
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise BadMessage("message is nested too deeply") from None
     except ValueError as exc:
         raise BadMessage(f"message is not JSON ({one_line(str(exc))})") from None
     if not isinstance(value, dict):
@@ -94,9 +96,8 @@ def request(path: Path, message: dict[str, Any], *, timeout: float | None = 30.0
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            _settimeout(sock, deadline)
             try:
-                sock.connect(os.fspath(path))
+                _connect(sock, path, deadline)
             except (FileNotFoundError, ConnectionRefusedError):
                 raise ControlError(NO_DAEMON) from None
             except PermissionError:
@@ -123,6 +124,21 @@ def request(path: Path, message: dict[str, Any], *, timeout: float | None = 30.0
             one_line(error) if isinstance(error, str) else "the dsfs daemon reported an error",
             code if isinstance(code, int) and not isinstance(code, bool) else None)
     raise ControlError('malformed reply from the dsfs daemon: no "ok" field')
+
+
+def _connect(sock: socket.socket, path: Path, deadline: float | None) -> None:
+    """Connect, waiting while the daemon's queue of new connections is full (EAGAIN)."""
+    pause = 0.01
+    while True:
+        _settimeout(sock, deadline)
+        try:
+            sock.connect(os.fspath(path))
+            return
+        except BlockingIOError:
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise TimeoutError from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 def _settimeout(sock: socket.socket, deadline: float | None) -> None:

@@ -54,6 +54,16 @@ def attach_head(store: Store, ops: Operations) -> bool:
     return True
 
 
+def _field(msg: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    """A request field of the right type (or absent/null: the default), else a UserError."""
+    value = msg.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise UserError(f"control request field {name!r} must be a {kind.__name__}")
+    return value
+
+
 def invalidate_root(names: list[bytes]) -> None:
     for name in names:
         pyfuse3.invalidate_entry_async(pyfuse3.InodeT(ROOT_INO), pyfuse3.FileNameT(name),
@@ -78,8 +88,10 @@ async def serve_head_control(store: Store, view: VersionsView, ops: Operations,
         op = msg.get("op")
         log.info("control request %s from pid %d uid %d", op, peer.pid, peer.uid)
         if op == "commit":
-            result = await head.commit(str(msg.get("message") or ""), msg.get("tag"),
-                                       bool(msg.get("allow_empty")))
+            message = _field(msg, "message", str, "")
+            tag = _field(msg, "tag", str, None)
+            allow_empty = _field(msg, "allow_empty", bool, False)
+            result = await head.commit(message, tag, allow_empty)
             invalidate_root(view.refresh())
             return {"ok": True, **result.to_json()}
         if op == "status":

@@ -13,6 +13,9 @@ root (CAP_DAC_OVERRIDE reads mode-000 files), those tests run `dsfs` as uid/gid 
 directory (pytest's own tmp root is private to root). Run as a non-root user, they run `dsfs`
 as that user directly.
 
+Results are checked in-process where that saves a process start (reading a recorded file or the
+version list through `vfs`); the commands under test always run as subprocesses.
+
 Set DSFS_LONG=1 to run the directory-with-many-entries test with 1,000,000 entries instead of
 100,000.
 """
@@ -50,6 +53,7 @@ from vfs.store import Store
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 NOBODY = 65534
 AS_ROOT = os.geteuid() == 0
+LONG = os.environ.get("DSFS_LONG") == "1"
 
 
 # -- running dsfs --------------------------------------------------------------------------------
@@ -77,8 +81,8 @@ def dsfs(store: Path, *args: str | Path, check: bool = True, user: int | None = 
     return result
 
 
-def dsfs_cat(store: Path, version: str, rel: bytes) -> bytes:
-    argv = dsfs_argv(store, "cat")
+def dsfs_cat(store: Path, version: str, rel: bytes, user: int | None = None) -> bytes:
+    argv = _as_user(dsfs_argv(store, "cat"), user)
     spec = os.fsencode(version) + b":" + rel
     result = subprocess.run([*argv, spec], capture_output=True, env=_env(), timeout=300)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
@@ -112,8 +116,11 @@ def import_json(store: Path, src: Path, *extra: str, user: int | None = None
     return json.loads(result.stdout), result.stderr
 
 
-def log_versions(store: Path) -> list[str]:
-    return [v["version"] for v in json.loads(dsfs(store, "log", "--json").stdout)]
+def read_version_file(store: Path, version: str, rel: bytes) -> bytes:
+    """A file's bytes as recorded, read in-process (checking results needs no subprocess)."""
+    with Store.open(store) as s:
+        entry = s.lookup(s.resolve(version), rel)
+        return s.read(entry, 0, entry.size)
 
 
 def new_store(root: Path, files: dict[str, bytes] | None = None, tag: str | None = None) -> Path:
@@ -145,7 +152,8 @@ def daemon_memory(pid: int) -> dict[str, int]:
 
 def listing(root: Path, volatile: tuple[str, ...] = ()) -> dict[str, tuple[Any, ...]]:
     """Every path under root (root itself too) with type, mode, size and mtime; not following
-    symlinks. Paths named in `volatile` are listed by presence only (LMDB's lock file)."""
+    symlinks. Paths named in `volatile` are listed by kind only (LMDB's lock file, which every
+    reader writes; @head's state, which opening @head rewrites)."""
     out: dict[str, tuple[Any, ...]] = {}
     try:
         st = os.lstat(root)
@@ -155,11 +163,9 @@ def listing(root: Path, volatile: tuple[str, ...] = ()) -> dict[str, tuple[Any, 
     while todo:
         rel, st = todo.pop()
         kind = stat.S_IFMT(st.st_mode)
-        if rel in volatile:
-            out[rel] = (kind,)
-            continue
-        out[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid,
-                    None if kind == stat.S_IFDIR else st.st_size, st.st_mtime_ns)
+        out[rel] = (kind,) if rel in volatile else (
+            kind, stat.S_IMODE(st.st_mode), st.st_uid,
+            None if kind == stat.S_IFDIR else st.st_size, st.st_mtime_ns)
         if kind == stat.S_IFDIR:
             try:
                 names = os.listdir(root / rel)
@@ -306,14 +312,14 @@ def test_unreadable_files_and_directories_are_reported_and_the_rest_imported(
     assert all("Permission denied" in r for r in skipped.values()), skipped
     for path in skipped:
         assert f"dsfs: skipped {path}: " in result.stderr, result.stderr
-    # Unreadable files are left out, never recorded as empty or wrong bytes.
-    os.chmod(src / "closed", 0o755)
-    ls = {e["name"]: e for e in json.loads(dsfs(store, "ls", "v1", "--json").stdout)}
-    assert "locked.bin" not in ls and "locked-small.txt" not in ls, ls
-    assert dsfs_cat(store, "v1", b"ok.txt") == b"readable\n"
-    assert dsfs_cat(store, "v1", b"big-ok.bin") == (src / "big-ok.bin").read_bytes()
-    if "closed" in ls:  # the directory itself was stat-able: recorded, but without entries
-        assert dsfs(store, "ls", "v1:closed").stdout == ""
+    # Unreadable files are left out, never recorded as empty or wrong bytes; the directory that
+    # could not be listed is recorded without entries (its own metadata was readable).
+    dest = shared_tmp / "export"
+    dest.mkdir()
+    chown_tree(dest, NOBODY)
+    dsfs(store, "export", "v1", dest, "--force", "-q", user=user)
+    assert tree_bytes(dest) == {b"ok.txt": b"readable\n", b"closed": "dir",
+                                b"big-ok.bin": (src / "big-ok.bin").read_bytes()}
     verify_read_data(store, user=user)
 
 
@@ -336,7 +342,7 @@ def _is_a_real_state(data: bytes) -> bool:
 
 class Rewriter:
     """A thread that keeps rewriting one file: each generation truncates it to 0 and writes
-    12-40 MiB of its own pages; some also shrink it and grow it again."""
+    8-24 MiB of its own pages; some also shrink it and grow it again."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -353,11 +359,11 @@ class Rewriter:
                 while not self.stop.is_set():
                     gen += 1
                     f.truncate(0)
-                    size = rnd.randrange(12, 41) * MiB
+                    size = rnd.randrange(8, 25) * MiB
                     for off in range(0, size, MiB):
                         f.seek(off)
                         f.write(_gen_block(gen, off // 4096, 256))
-                        time.sleep(0.0005)
+                        time.sleep(0.002)
                     if gen % 3 == 0:                       # shrink, then grow again
                         f.truncate(size // 2 // MiB * MiB)
                         for off in range(size // 2 // MiB * MiB, size + 4 * MiB, MiB):
@@ -386,9 +392,9 @@ def test_file_rewritten_during_import_is_one_real_state_or_reported(tmp_path: Pa
     store = new_store(tmp_path)
     outcomes = []
     with Rewriter(target) as writer:
-        for i in range(4):
+        for i in range(3):
             out, err = import_json(store, src, "-m", f"while rewriting {i}")
-            data = dsfs_cat(store, out["version"], b"changing.bin")
+            data = read_version_file(store, out["version"], b"changing.bin")
             reported = [w for w in out["warnings"] if w.startswith("changing.bin:")]
             reported += [s["path"] for s in out["skipped"] if s["path"] == "changing.bin"]
             consistent = _is_a_real_state(data)
@@ -398,14 +404,15 @@ def test_file_rewritten_during_import_is_one_real_state_or_reported(tmp_path: Pa
                 f"the file's content, without a warning: {out}\n{err}")
             for w in out["warnings"]:
                 assert f"dsfs: warning: {w}" in err
-            assert dsfs_cat(store, out["version"], b"steady.bin") == steady
+            assert read_version_file(store, out["version"], b"steady.bin") == steady
         assert writer.generations > 1, "the writer did not rewrite during the imports"
     # Once the file is still, importing again records exactly its content.
     final = target.read_bytes()
     out, err = import_json(store, src, "-m", "after")
     assert out["warnings"] == [] and out["skipped"] == [], err
     assert dsfs_cat(store, out["version"], b"changing.bin") == final
-    print(f"imports while rewriting: {outcomes}")
+    print("imports while rewriting (version, bytes, a real state, reported):",
+          [(v, n, ok, bool(r)) for v, n, ok, r in outcomes])
     verify_read_data(store)
 
 
@@ -514,9 +521,9 @@ def test_odd_names_round_trip_through_import_export_and_the_mount(tmp_path: Path
     store = new_store(tmp_path)
     out, err = import_json(store, src, "-m", "odd names")
     assert out["skipped"] == [] and out["warnings"] == [], err
-    for i, name in enumerate(ODD_NAMES[:6] + ODD_NAMES[-3:]):
-        assert dsfs_cat(store, "v1", name) == b"content %d of %r\n" % (ODD_NAMES.index(name),
-                                                                        name), (i, name)
+    for name in (b"line\nbreak", b"\xff" * 255):  # names given on the command line
+        i = ODD_NAMES.index(name)
+        assert dsfs_cat(store, "v1", name) == b"content %d of %r\n" % (i, name)
     dest = tmp_path / "export"
     dsfs(store, "export", "v1", dest, "-q")
     assert snapshot(dest) == snapshot(src)
@@ -535,10 +542,24 @@ CHAIN = "/".join(["d"] * DEPTH)
 LEAF = f"{CHAIN}/leaf.txt"
 
 
+def remove_deep(*paths: Path) -> None:
+    """Remove trees too deep for shutil.rmtree (it recurses once per level; so does pytest's
+    clean-up of old temporary directories, which would then fail a later session)."""
+    for path in paths:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
 @pytest.fixture(scope="module")
-def deep_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def deep_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """A tree 1,000 directories deep and a store holding it as v1 (tests work on copies)."""
     root = tmp_path_factory.mktemp("deep")
+    try:
+        yield _build_deep(root)
+    finally:
+        remove_deep(root)
+
+
+def _build_deep(root: Path) -> tuple[Path, Path]:
     src = root / "src"
     at = src
     for _ in range(DEPTH):  # Path.mkdir(parents=True) recurses once per level
@@ -552,51 +573,90 @@ def deep_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return src, store
 
 
-def test_a_thousand_levels_of_directories_import_mount_export_diff(
+def test_a_thousand_levels_of_directories_import_mount_export(
         deep_store: tuple[Path, Path], tmp_path: Path) -> None:
     src, template = deep_store
     store = tmp_path / "store"
     shutil.copytree(template, store, symlinks=True)
-    assert dsfs_cat(store, "v1", LEAF.encode()) == b"at the bottom\n"
-    with mounted(store, tmp_path / "mnt") as daemon:
-        for top in ("@v1", "@head"):
-            view = daemon.mountpoint / top
-            assert (view / LEAF).read_bytes() == b"at the bottom\n", top
-            assert tree_bytes(view) == tree_bytes(src), top
-    dest = tmp_path / "export"
-    dsfs(store, "export", "v1", dest, "-q")
-    assert tree_bytes(dest) == tree_bytes(src)
+    try:
+        assert dsfs_cat(store, "v1", LEAF.encode()) == b"at the bottom\n"
+        with mounted(store, tmp_path / "mnt") as daemon:
+            for top in ("@v1", "@head"):
+                view = daemon.mountpoint / top
+                assert (view / LEAF).read_bytes() == b"at the bottom\n", top
+                assert tree_bytes(view) == tree_bytes(src), top
+        dest = tmp_path / "export"
+        dsfs(store, "export", "v1", dest, "-q")
+        assert tree_bytes(dest) == tree_bytes(src)
+    finally:
+        remove_deep(tmp_path / "export")
+    verify_read_data(store)
+
+
+def test_a_thousand_levels_of_directories_diff(deep_store: tuple[Path, Path],
+                                               tmp_path: Path) -> None:
+    src, template = deep_store
+    store = tmp_path / "store"
+    shutil.copytree(template, store, symlinks=True)
     changed = tmp_path / "src2"
-    shutil.copytree(src, changed, symlinks=True)
-    (changed / LEAF).write_bytes(b"changed at the bottom\n")
-    assert dsfs(store, "import", changed, "-m", "v2").stdout == "v2\n"
+    try:
+        subprocess.run(["cp", "-a", str(src), str(changed)], check=True)  # copytree recurses
+        (changed / LEAF).write_bytes(b"changed at the bottom\n")
+        assert dsfs(store, "import", changed, "-m", "v2").stdout == "v2\n"
+    finally:
+        remove_deep(changed)
     assert dsfs(store, "diff", "v1", "v2").stdout.splitlines() == [f"M {LEAF}"]
     verify_read_data(store)
 
 
-def test_a_thousand_levels_of_directories_written_and_committed_in_head(
+def _commit_v2(store: Path) -> None:
+    result = dsfs(store, "commit", "-m", "deeper", "--json", check=False)
+    assert "Traceback" not in result.stderr and result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["version"] == "v2"
+
+
+def test_a_file_written_at_the_bottom_of_a_thousand_levels_in_head_is_committed(
         deep_store: tuple[Path, Path], tmp_path: Path) -> None:
     _, template = deep_store
     store = tmp_path / "store"
     shutil.copytree(template, store, symlinks=True)
+    rel = f"{CHAIN}/new.txt"
     with mounted(store, tmp_path / "mnt") as daemon:
         head = daemon.mountpoint / "@head"
-        (head / CHAIN / "new.txt").write_bytes(b"written at the bottom\n")
-        assert (head / CHAIN / "new.txt").read_bytes() == b"written at the bottom\n"
-        result = dsfs(store, "commit", "-m", "deeper", "--json", check=False)
-        assert "Traceback" not in result.stderr and result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)["version"] == "v2"
+        (head / rel).write_bytes(b"written at the bottom\n")
+        assert (head / rel).read_bytes() == b"written at the bottom\n"
+        _commit_v2(store)
         v2 = daemon.mountpoint / "@v2"
         wait_for(v2.exists, 10, "@v2")
-        assert (v2 / CHAIN / "new.txt").read_bytes() == b"written at the bottom\n"
+        assert (v2 / rel).read_bytes() == b"written at the bottom\n"
         assert daemon.proc.poll() is None
-    assert dsfs(store, "diff", "v1", "v2").stdout.splitlines() == [f"A {CHAIN}/new.txt"]
+    assert read_version_file(store, "v2", LEAF.encode()) == b"at the bottom\n"
     verify_read_data(store)
 
 
-def test_a_directory_with_many_entries(tmp_path: Path,
-                                       record_property: Any) -> None:
-    count = 1_000_000 if os.environ.get("DSFS_LONG") == "1" else 100_000
+@pytest.mark.parametrize("commit_where", ["through the daemon", "in-process after unmounting"])
+def test_a_thousand_levels_made_with_mkdir_p_in_head_are_committed(
+        commit_where: str, tmp_path: Path) -> None:
+    store = new_store(tmp_path, GOOD_FILES)
+    rel = f"{CHAIN}/new.txt"
+    with mounted(store, tmp_path / "mnt") as daemon:
+        head = daemon.mountpoint / "@head"
+        subprocess.run(["mkdir", "-p", str(head / CHAIN)], check=True)  # one level at a time
+        (head / rel).write_bytes(b"made in head\n")
+        if commit_where == "through the daemon":
+            _commit_v2(store)
+            assert (daemon.mountpoint / "@v2" / rel).read_bytes() == b"made in head\n"
+        assert daemon.proc.poll() is None
+    if commit_where != "through the daemon":
+        _commit_v2(store)
+    assert read_version_file(store, "v2", rel.encode()) == b"made in head\n"
+    verify_read_data(store)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200 if LONG else 600)
+def test_a_directory_with_many_entries(tmp_path: Path, record_property: Any) -> None:
+    count = 1_000_000 if LONG else 100_000
     src = tmp_path / "src"
     big = src / "big"
     big.mkdir(parents=True)
@@ -665,9 +725,8 @@ def test_a_five_gib_sparse_file(tmp_path: Path) -> None:
             for off, data in marks.items():
                 start = max(0, off - 7)
                 f.seek(start)
-                got = f.read(len(data) + 14)
-                want = bytes(off - start) + data + bytes(7)
-                assert got == want[:size - start], (path, off)
+                want = (bytes(off - start) + data + bytes(7))[:size - start]
+                assert f.read(len(want)) == want, (path, off)
             f.seek(2 * GiB + 12345)
             assert f.read(MiB) == bytes(MiB)
             f.seek(size - 2)
@@ -690,8 +749,10 @@ GOOD_FILES = {"a.txt": b"alpha\n", "d/b.txt": b"bravo\n" * 100}
 
 @pytest.fixture(scope="module")
 def good_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with v1 (tag base); tests damage copies of it."""
-    return new_store(tmp_path_factory.mktemp("good"), GOOD_FILES, tag="base")
+    """A store with v1 (tag base) whose @head state exists; tests damage copies of it."""
+    store = new_store(tmp_path_factory.mktemp("good"), GOOD_FILES, tag="base")
+    assert "no changes" in dsfs(store, "status").stdout  # creates @head's state on first use
+    return store
 
 
 def _damage(kind: str, store: Path, good: Path) -> None:
@@ -739,7 +800,7 @@ DAMAGE = {  # kind: (exit code, words the one line must hold)
     "newer format": (4, ["format 2", "upgrade"]),
     "index removed": (3, ["index", "verify --repair"]),
 }
-MORE_DAMAGE = {  # the same code paths: checked with two commands only
+MORE_DAMAGE = {  # the same code paths as above: checked with `log` only
     "config not an object": (3, ["damaged"]),
     "config with wrong types": (3, ["damaged"]),
     "empty config": (3, ["damaged"]),
@@ -766,10 +827,11 @@ def test_every_command_refuses_a_damaged_or_foreign_store_and_leaves_it_alone(
     code, words = {**DAMAGE, **MORE_DAMAGE}[kind]
     commands = _store_commands(tmp_path)
     if kind in MORE_DAMAGE:
-        commands = {k: v for k, v in commands.items() if k in ("log", "import")}
+        commands = {"log": commands["log"]}
     elif kind != "index removed":  # repairing a lost index is what --repair is for
         commands["verify --repair"] = ["verify", "--repair"]
-    before = listing(store)
+    volatile = ("index/lock.mdb",)  # LMDB's lock file: written by every reader
+    before = listing(store, volatile)
     try:
         with ThreadPoolExecutor(2) as pool:
             results = dict(zip(commands, pool.map(
@@ -777,14 +839,14 @@ def test_every_command_refuses_a_damaged_or_foreign_store_and_leaves_it_alone(
     finally:
         force_unmount(tmp_path / "mnt")
     assert mounted_at(tmp_path / "mnt") is None
-    if listing(store) != before:  # find the culprit, one command at a time
+    if listing(store, volatile) != before:  # find the culprit, one command at a time
         for name, args in commands.items():
             shutil.rmtree(store) if store.is_dir() else store.unlink()
             _damage(kind, store, good_store)
-            once = listing(store)
+            once = listing(store, volatile)
             dsfs(store, *args, check=False)
             force_unmount(tmp_path / "mnt")
-            assert listing(store) == once, f"`dsfs {name}` changed the {kind} store"
+            assert listing(store, volatile) == once, f"`dsfs {name}` changed the {kind} store"
         raise AssertionError(f"the {kind} store changed")
     failures = []
     for name, result in results.items():
@@ -802,9 +864,9 @@ def test_verify_repair_rebuilds_a_lost_or_damaged_index(kind: str, good_store: P
     store = tmp_path / "store"
     _damage(kind, store, good_store)
     dsfs(store, "verify", "--repair", "-q")
-    assert log_versions(store) == ["v1"]
-    assert json.loads(dsfs(store, "tags", "--json").stdout) == {"base": "v1"}
-    assert dsfs_cat(store, "v1", b"d/b.txt") == GOOD_FILES["d/b.txt"]
+    with Store.open(store) as s:
+        assert [v.name for v in s.versions()] == ["v1"] and s.tags() == {"base": 1}
+    assert read_version_file(store, "base", b"d/b.txt") == GOOD_FILES["d/b.txt"]
     verify_read_data(store)
 
 
@@ -815,10 +877,17 @@ def test_unreadable_packs_directory(good_store: Path, shared_tmp: Path) -> None:
     store = shared_tmp / "store"
     shutil.copytree(good_store, store, symlinks=True)
     commands = _store_commands(shared_tmp)
+    if AS_ROOT:
+        # The mount daemon is a new interpreter: uid 65534 may not exec this one when it lives
+        # under /root (here: pyenv), which says nothing about packs. Mounts of damaged stores
+        # are covered by the test above.
+        del commands["mount"]
     chown_tree(shared_tmp, NOBODY)
     user = NOBODY if AS_ROOT else None
     os.chmod(store / "packs", 0)
-    volatile = ("index/lock.mdb",)
+    # Opening @head's state (status, commit) rewrites head.db (every time, on a healthy store
+    # too) and creates and removes SQLite's WAL files in these directories.
+    volatile = ("index/lock.mdb", "head", "head/data", "head/head.db")
     try:
         before = listing(store, volatile)
         results: dict[str, subprocess.CompletedProcess[str]] = {}
@@ -831,13 +900,16 @@ def test_unreadable_packs_directory(good_store: Path, shared_tmp: Path) -> None:
     failures = []
     for name, result in results.items():
         try:
-            if name in ("log", "tags"):
+            if name == "log":  # the version log is in the index: no pack needed
                 assert result.returncode == 0, result.stderr
-                assert ("v1" in result.stdout), result.stdout
-            elif name == "status" and result.returncode == 0:
+                assert result.stdout.startswith("v1 "), result.stdout
+            elif name == "status":  # a clean @head needs no pack either
+                assert result.returncode == 0, result.stderr
                 assert "no changes" in result.stdout, result.stdout
+            elif name == "commit":  # nothing to commit, and it says so
+                assert_one_line_error(result, "nothing to commit", what=f"dsfs {name}")
             else:
-                assert_one_line_error(result, "permission denied", what=f"dsfs {name}")
+                assert_one_line_error(result, "Permission denied", what=f"dsfs {name}")
         except AssertionError as exc:
             failures.append(f"{name}: {exc}")
     assert not failures, "\n".join(failures)
@@ -853,8 +925,8 @@ def _frame(body: bytes, length: int | None = None) -> bytes:
 def _exchange(path: str, raw: bytes, timeout: float = 20) -> bytes:
     """Send raw bytes on a new connection, close our side, return everything answered."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)  # blocking: with a timeout, a full backlog is EAGAIN at once
         s.settimeout(timeout)
-        s.connect(path)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             s.sendall(raw)
             s.shutdown(socket.SHUT_WR)
@@ -878,6 +950,17 @@ def _reply(raw: bytes) -> dict[str, Any] | None:
     value = json.loads(raw[4:])
     assert isinstance(value, dict)
     return value
+
+
+def _fds(pid: int) -> set[str]:
+    """The sockets a process holds open, as 'fd->socket:[inode]' texts."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:"):
+                out.add(f"{fd}->{target}")
+    return out
 
 
 def _json(obj: Any) -> bytes:
@@ -926,8 +1009,13 @@ def test_garbage_on_the_control_socket_changes_nothing_and_serving_goes_on(
     garbage = dict(GARBAGE)
     for i in range(15):
         garbage[f"random bytes {i}"] = rnd.randbytes(rnd.randrange(1, 5000))
-        body = rnd.randbytes(rnd.randrange(1, 3000))
-        garbage[f"random body {i}"] = _frame(body)
+        garbage[f"random body {i}"] = _frame(rnd.randbytes(rnd.randrange(1, 3000)))
+
+    def versions() -> list[str]:
+        with Store.open(store) as s:
+            return [v.name for v in s.versions()]
+
+    problems: list[str] = []
     with mounted(store, tmp_path / "mnt") as daemon:
         mnt = daemon.mountpoint
         write(mnt / "@head/uncommitted.txt", b"an uncommitted change\n")
@@ -935,12 +1023,19 @@ def test_garbage_on_the_control_socket_changes_nothing_and_serving_goes_on(
         assert [c["path"] for c in status_before["changes"]] == ["uncommitted.txt"]
         path = json.loads((store / "head/control.json").read_text())["socket"]
         pid = daemon.proc.pid
-        fds_before = len(os.listdir(f"/proc/{pid}/fd"))
+        fds_before = _fds(pid)
 
         replies: dict[str, dict[str, Any] | None] = {}
+        seen = versions()
         for name, raw in garbage.items():
             replies[name] = _reply(_exchange(path, raw))
             assert daemon.proc.poll() is None, f"daemon died after {name!r}"
+            now = versions()
+            if now != seen:
+                problems.append(f"{name!r} committed {now[len(seen):]} (reply {replies[name]})")
+                seen = now
+                # Give @head a change again, so the next request meets the same situation.
+                write(mnt / f"@head/again-{len(now)}.txt", b"another change\n")
 
         # Many connections at once: silent ones, dribbling ones and garbage, while a user
         # asks for status and reads files.
@@ -954,6 +1049,10 @@ def test_garbage_on_the_control_socket_changes_nothing_and_serving_goes_on(
                     s.sendall(b"\x00")
                 elif i % 4 == 2:
                     s.sendall(rnd.randbytes(64))
+            # 300 of them stay open until the daemon's read timeout: wait until it holds most
+            # of them, so the requests below do not just queue behind a full listen backlog.
+            wait_for(lambda: len(_fds(pid) - fds_before) >= 250, 60,
+                     "the daemon to accept the connections")
             t0 = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
                 concurrent = list(pool.map(lambda _: _reply(_exchange(path, _json(
@@ -966,31 +1065,35 @@ def test_garbage_on_the_control_socket_changes_nothing_and_serving_goes_on(
             for s in socks:
                 s.close()
         assert all(r is not None and r["ok"] is True for r in concurrent), concurrent[:3]
-        assert status_during == status_before
         assert took < 30, f"status took {took:.1f} s while 400 connections were open"
-
         assert daemon.proc.poll() is None
-        assert json.loads(dsfs(store, "status", "--json").stdout) == status_before
-        assert log_versions(store) == ["v1"], "garbage on the control socket committed"
-        assert sorted(n for n in os.listdir(mnt) if n.startswith("@v")) == ["@v1"]
-        assert json.loads(dsfs(store, "tags", "--json").stdout) == {"base": "v1"}
         assert (mnt / "@v1/d/b.txt").read_bytes() == GOOD_FILES["d/b.txt"]
-        wait_for(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= fds_before + 2, 20,
-                 "the daemon to close the garbage connections")
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: len(_fds(pid) - fds_before) <= 2, 15, "")
+        left = _fds(pid) - fds_before
+        if len(left) > 2:
+            problems.append(f"the daemon holds {len(left)} more sockets after the garbage "
+                            f"connections closed: {sorted(left)[:8]}")
+        if not problems:  # else the status changed for the reason already reported
+            assert status_during == status_before
+            assert json.loads(dsfs(store, "status", "--json").stdout) == status_before
+            assert sorted(n for n in os.listdir(mnt) if n.startswith("@v")) == ["@v1"]
+        with Store.open(store) as s:
+            tags = s.tags()
+        if tags != {"base": 1}:
+            problems.append(f"tags changed: {tags}")
 
-        unclear = {}
         for name, reply in replies.items():
             if name in ACCEPTED:
-                assert reply is not None and reply["ok"] is True, (name, reply)
-                continue
-            if reply is None and name in ("nothing",):
+                if reply is None or reply["ok"] is not True:
+                    problems.append(f"{name!r}: expected a status reply, got {reply}")
+            elif reply is None and name == "nothing":
                 continue  # hung up before sending anything: nothing to answer
-            if (reply is None or reply.get("ok") is not False
-                    or not isinstance(reply.get("error"), str) or "\n" in reply["error"]
-                    or "internal error" in reply["error"]):
-                unclear[name] = reply
-        assert not unclear, "garbage without a clear one-line error reply:\n" + "\n".join(
-            f"  {k}: {v}" for k, v in unclear.items())
+            elif (reply is None or reply.get("ok") is not False
+                  or not isinstance(reply.get("error"), str) or "\n" in reply["error"]
+                  or "internal error" in reply["error"]):
+                problems.append(f"{name!r}: no clear one-line error reply: {reply}")
+    assert not problems, "garbage on the control socket:\n" + "\n".join(problems)
     verify_read_data(store)
 
 
