@@ -292,3 +292,28 @@ def test_verify_names_damaged_head_files(head: HeadSession, store: Store) -> Non
     assert not report.ok
     assert [(p.path, "4096" in p.problem) for p in report.head_problems] == [("@head/d/g.txt",
                                                                               True)]
+
+
+def test_a_write_cut_between_its_sums_and_its_bytes_leaves_the_old_bytes(
+        head: HeadSession, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vfs.head import overlay
+    from vfs.verify import verify_store
+
+    fs = head.fs
+    write_at(fs, "big.bin", 0, b"A" * 8192)
+    real = overlay._pwrite_all
+    calls: list[int] = []
+
+    def crash_on_data(fd: int, data: bytes, offset: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the sums landed, the process dies before the bytes do
+            raise KeyboardInterrupt
+        real(fd, data, offset)
+
+    monkeypatch.setattr(overlay, "_pwrite_all", crash_on_data)
+    with pytest.raises(KeyboardInterrupt):
+        fs.overlays.write(path_ino(fs, "big.bin"), 100, b"B" * 5000, fs.node(
+            path_ino(fs, "big.bin")).size, lambda o, k: b"")
+    monkeypatch.setattr(overlay, "_pwrite_all", real)
+    assert read_all(fs, "big.bin")[:8192] == b"A" * 8192
+    assert verify_store(store).ok

@@ -10,10 +10,11 @@ extent table of its own and a write costs no metadata transaction. A write that 
 a block first fills the rest of that block with the file's current bytes (the caller passes a
 function that reads them), so a data block of the overlay is always entirely current.
 
-Every data block has a CRC-32 in a sidecar file (`<ino>.sum`, 4 bytes per block), written with
-the block and checked on every read: a flipped bit or a torn write in an overlay file reads as
-CorruptData (EIO), never as wrong bytes. A block whose sum is missing (a crash between the two
-writes of a write that had not returned) reads as damaged too.
+Every data block has a CRC-32 in a sidecar file (`<ino>.sum`, 8 bytes per block: the sum of
+its bytes and of its bytes before the last write), written before the block and checked on
+every read: a flipped bit or a torn write in an overlay file reads as CorruptData (EIO), never
+as wrong bytes, while a write cut short by a crash between its two steps leaves the old bytes,
+which still match their old sum.
 
 This needs a filesystem that reports holes exactly (ext4, xfs, btrfs, tmpfs do). `probe_holes`
 checks it when the store opens; without it, `whole_copy` is set and a file's first write copies
@@ -111,25 +112,43 @@ class Overlays:
 
     # -- block checksums ---------------------------------------------------------------------
 
-    def _record_sums(self, ino: int, fd: int, start: int, end: int,
-                     payload: bytes | None = None, payload_at: int = 0) -> None:
-        """Write the sums of every block overlapping [start, end). Blocks entirely inside
-        `payload` (written at `payload_at`) are summed from it, the others read back."""
-        if start >= end:
-            return
+    def _write_with_sums(self, ino: int, fd: int, payload: bytes, at: int,
+                         zero_from: int | None = None) -> None:
+        """Write `payload` at `at` (or, with `zero_from`, cut the file there), sums first.
+
+        Each block's entry holds its new sum and the one before: until the data write lands, a
+        crash leaves the old bytes, which still match. So a write that did not return leaves
+        old or new bytes, never a false alarm; only bytes matching neither are damage."""
+        end = at + len(payload) if zero_from is None else zero_from
+        first = at // BLOCK
+        last = (max(end, at + 1) - 1) // BLOCK
         sfd = self._sum_fd(ino, create=True)
         assert sfd is not None
-        first, last = start // BLOCK, (end - 1) // BLOCK
-        sums = bytearray()
-        mv = memoryview(payload) if payload is not None else None
-        for b in range(first, last + 1):
-            lo = b * BLOCK - payload_at
-            if mv is not None and lo >= 0 and lo + BLOCK <= len(mv):
-                block: bytes | memoryview = mv[lo:lo + BLOCK]
+        count = last - first + 1
+        old_sums = os.pread(sfd, count * _SUM.size, first * _SUM.size)
+        old_sums += bytes(count * _SUM.size - len(old_sums))
+        mv = memoryview(payload)
+        entries = bytearray()
+        for i, b in enumerate(range(first, last + 1)):
+            lo = b * BLOCK - at
+            if zero_from is None and lo >= 0 and lo + BLOCK <= len(mv):
+                block: bytes | bytearray | memoryview = mv[lo:lo + BLOCK]
             else:
-                block = _block(os.pread(fd, BLOCK, b * BLOCK))
-            sums += _SUM.pack(zlib.crc32(block))
-        _pwrite_all(sfd, bytes(sums), first * _SUM.size)
+                old = bytearray(_block(os.pread(fd, BLOCK, b * BLOCK)))
+                if zero_from is None:
+                    a, z = max(0, -lo), min(BLOCK, len(mv) - lo)
+                    old[a:z] = mv[lo + a:lo + z]
+                else:
+                    cut = max(0, zero_from - b * BLOCK)
+                    old[cut:] = bytes(BLOCK - cut)
+                block = old
+            current = _SUM.unpack_from(old_sums, i * _SUM.size)[0]
+            entries += _SUM.pack(zlib.crc32(block), current)
+        _pwrite_all(sfd, bytes(entries), first * _SUM.size)
+        if zero_from is None:
+            _pwrite_all(fd, payload, at)
+        else:
+            os.ftruncate(fd, zero_from)
 
     def read_checked(self, ino: int, offset: int, length: int, what: str = "") -> bytes:
         """Written bytes of the overlay, every block checked against its sum."""
@@ -147,8 +166,8 @@ class Overlays:
         sums += bytes(count * _SUM.size - len(sums))
         mv = memoryview(data)
         for i in range(count):
-            if zlib.crc32(mv[i * BLOCK:(i + 1) * BLOCK]) != \
-                    _SUM.unpack_from(sums, i * _SUM.size)[0]:
+            if zlib.crc32(mv[i * BLOCK:(i + 1) * BLOCK]) not in \
+                    _SUM.unpack_from(sums, i * _SUM.size):
                 raise CorruptData(f"{what or f'@head inode {ino}'}: written bytes at offset "
                                   f"{(first + i) * BLOCK} fail their checksum (overlay "
                                   f"{self.path(ino).name})")
@@ -232,8 +251,7 @@ class Overlays:
         payload = prefix + data + suffix if (prefix or suffix) else data
         at = offset - len(prefix)
         try:
-            _pwrite_all(fd, payload, at)
-            self._record_sums(ino, fd, at, at + len(payload), payload, at)
+            self._write_with_sums(ino, fd, payload, at)
         except OSError as exc:
             raise _translate(exc, self.dir) from None
 
@@ -247,8 +265,7 @@ class Overlays:
             while pos < size:
                 piece = current(pos, min(step, size - pos))
                 if piece.count(0) != len(piece):
-                    _pwrite_all(fd, piece, pos)
-                    self._record_sums(ino, fd, pos, pos + len(piece))
+                    self._write_with_sums(ino, fd, piece, pos)
                 pos += len(piece)
             os.ftruncate(fd, size)
         except OSError as exc:
@@ -260,13 +277,13 @@ class Overlays:
             return
         try:
             if os.fstat(fd).st_size > size:
-                os.ftruncate(fd, size)
+                if size % BLOCK and self._is_data(fd, size - size % BLOCK):
+                    self._write_with_sums(ino, fd, b"", size - size % BLOCK, zero_from=size)
+                else:
+                    os.ftruncate(fd, size)
                 sfd = self._sum_fd(ino, create=True)
                 assert sfd is not None
-                blocks = -(-size // BLOCK)
-                os.ftruncate(sfd, blocks * _SUM.size)
-                if size % BLOCK and self._is_data(fd, size - size % BLOCK):
-                    self._record_sums(ino, fd, size - size % BLOCK, size)
+                os.ftruncate(sfd, -(-size // BLOCK) * _SUM.size)
         except OSError as exc:
             raise _translate(exc, self.dir) from None
 
@@ -344,7 +361,8 @@ def _fill(current: ReadFn, offset: int, length: int, size: int) -> bytes:
     return data
 
 
-_SUM = struct.Struct("<I")
+_SUM = struct.Struct("<II")
+"""Per block: CRC-32 of its bytes now, and of its bytes before the last write."""
 
 
 def _block(data: bytes) -> bytes:
