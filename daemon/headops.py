@@ -243,6 +243,12 @@ class HeadAdapter:
             self.files.clear()
             return self.session.reset()
 
+    async def sync_now(self) -> None:
+        """Make @head durable (overlays, then its database), as fsync would; run periodically
+        so a power cut loses at most that period of unsynced work."""
+        async with self.gate.exclusive():
+            await trio.to_thread.run_sync(self.fs.sync_all, True)
+
     def follow_latest(self) -> bool:
         if self.gate.busy() or self.files:
             return False

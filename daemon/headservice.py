@@ -21,7 +21,7 @@ from daemon.control import Peer, serve_control
 from daemon.control_client import control_note
 from daemon.headops import HeadAdapter
 from daemon.ops import HEAD_NAME, Operations
-from vfs.errors import HeadBusy, UserError
+from vfs.errors import DsfsError, HeadBusy, UserError
 from vfs.fsutil import atomic_write
 from vfs.head.session import open_head
 from vfs.head.status import status_report
@@ -77,6 +77,18 @@ def after_versions_changed(ops: Operations) -> None:
         invalidate_root([HEAD_NAME])
 
 
+HEAD_SYNC_SECONDS = 30.0
+
+
+async def sync_head_periodically(ops: Operations) -> None:
+    while ops.head is not None:
+        await trio.sleep(HEAD_SYNC_SECONDS)
+        try:
+            await ops.head.sync_now()
+        except (DsfsError, OSError) as exc:
+            log.warning("could not sync @head: %s", exc)
+
+
 async def serve_head_control(store: Store, view: VersionsView, ops: Operations,
                              runtime: Path) -> None:
     head = ops.head
@@ -116,4 +128,4 @@ async def serve_head_control(store: Store, view: VersionsView, ops: Operations,
             note.unlink(missing_ok=True)
 
 
-__all__ = ["attach_head", "serve_head_control", "status_report"]
+__all__ = ["attach_head", "serve_head_control", "status_report", "sync_head_periodically"]

@@ -25,7 +25,12 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from daemon.headservice import after_versions_changed, attach_head, serve_head_control
+from daemon.headservice import (
+    after_versions_changed,
+    attach_head,
+    serve_head_control,
+    sync_head_periodically,
+)
 from daemon.ops import Operations
 from vfs.errors import DsfsError, UserError
 from vfs.store import Store
@@ -288,6 +293,7 @@ async def _main(store: Store, ops: Operations, view: VersionsView, mountpoint: P
         nursery.start_soon(_poll_versions, view, ops)
         nursery.start_soon(raise_read_ahead, mountpoint)
         nursery.start_soon(serve_head_control, store, view, ops, runtime_dir())
+        nursery.start_soon(sync_head_periodically, ops)
         log.info("serving %d versions", len(view.versions))
         sd_notify("READY=1\nSTATUS=serving")
         if ready_fd is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vfs import schema
-from vfs.errors import ObjectMissing
+from vfs.errors import DsfsError, ObjectMissing
 from vfs.ids import ObjectId, ObjType, hash_object, short
 from vfs.index import Index
 from vfs.pack import PackReader, PackWriter, Record, SealedPack, encode_payload
@@ -173,7 +173,17 @@ class ObjectWriter:
             self.stats.new_objects += 1
             self.stats.new_stored_bytes += len(payload)
             self.stats.new_plain_bytes += plain_len
-        writer.add(oid, kind, codec, plain_len, payload, crc)  # only this thread uses `writer`
+        try:
+            writer.add(oid, kind, codec, plain_len, payload, crc)  # only this thread uses it
+        except BaseException as exc:
+            # the pack is aborted (full disk, I/O error): nothing may write into it again, and
+            # every later write and the commit report this first error, not a follow-on one
+            with self._lock:
+                if self._writers.get(key) is writer:
+                    del self._writers[key]
+                if self._error is None and isinstance(exc, DsfsError):
+                    self._error = exc
+            raise
         if writer.size >= self.pack_target:
             self._seal_in_background(key)
         return True

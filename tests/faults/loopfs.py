@@ -3,7 +3,8 @@
 Every helper is a context manager whose exit undoes what it did, including when the test
 failed: `attached()` detaches its loop device (and any other loop device still backed by the
 same image), `mounted_fs()` unmounts (retrying, then lazily as a last resort), `frozen()`
-thaws. `loop_fs()` combines them: make an image, attach it, mount it.
+thaws (see its note: start no process while a filesystem is frozen). `loop_fs()` combines
+them: make an image, attach it, mount it.
 
 Free space is controlled with a filler file (`Filler`): blocks reserved with fallocate, so
 deleting the filler gives back exactly what it took.
@@ -15,6 +16,8 @@ missing.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import shutil
 import subprocess
@@ -27,7 +30,7 @@ import pytest
 
 MiB = 1 << 20
 
-TOOLS = ("losetup", "mount", "umount", "mkfs.ext4", "e2fsck", "fsfreeze")
+TOOLS = ("losetup", "mount", "umount", "mountpoint", "mkfs.ext4", "e2fsck")
 
 
 def require_loop() -> None:
@@ -139,18 +142,67 @@ def loop_fs(image: Path, mountpoint: Path, size: int | None = None, options: str
         yield LoopFs(image, device, mountpoint)
 
 
+FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
+FITHAW = 0xC0045878  # _IOWR('X', 120, int)
+
+
 @contextlib.contextmanager
 def frozen(mountpoint: Path) -> Iterator[None]:
-    """Freeze a filesystem (writes to it block; reads go on); always thaw it."""
-    run("fsfreeze", "--freeze", mountpoint)
+    """Freeze a filesystem (writes to it block; reads go on); always thaw it.
+
+    Done with ioctls, not `fsfreeze`, and nothing inside may start a process: a forked child
+    closes the descriptors it inherited, and closing a descriptor of a FUSE file sends FLUSH to
+    its daemon, which (with `--sync-on-close`, or to write back cached pages) may wait for this
+    frozen filesystem, while the thaw waits for the child: a deadlock.
+    """
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        yield
+        fcntl.ioctl(fd, FIFREEZE, 0)
+        try:
+            yield
+        finally:
+            for _ in range(50):
+                try:
+                    fcntl.ioctl(fd, FITHAW, 0)
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EINVAL:
+                        break  # not frozen (any more)
+                    time.sleep(0.1)
     finally:
-        for _ in range(20):
-            result = run("fsfreeze", "--unfreeze", mountpoint, check=False)
-            if result.returncode == 0 or "Invalid argument" in result.stderr:
-                break  # EINVAL: not frozen (any more)
-            time.sleep(0.1)
+        os.close(fd)
+
+
+def sparse_copy(src: Path, dst: Path, piece: int = 4 * MiB) -> None:
+    """Copy a file's data ranges (holes stay holes) without starting a process, so it may run
+    while `src`'s filesystem is frozen (`dst` must be elsewhere)."""
+    fi = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fo = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            size = os.fstat(fi).st_size
+            pos = 0
+            while pos < size:
+                try:
+                    start = os.lseek(fi, pos, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:
+                        break
+                    raise
+                end = os.lseek(fi, start, os.SEEK_HOLE)
+                for off in range(start, end, piece):
+                    data = os.pread(fi, min(piece, end - off), off)
+                    view = memoryview(data)
+                    at = off
+                    while view:
+                        n = os.pwrite(fo, view, at)
+                        view, at = view[n:], at + n
+                pos = end
+            os.ftruncate(fo, size)
+        finally:
+            os.close(fo)
+    finally:
+        os.close(fi)
 
 
 def e2fsck(device_or_image: str | Path) -> subprocess.CompletedProcess[str]:

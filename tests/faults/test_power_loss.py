@@ -6,9 +6,10 @@ device whose backing image lives on a second ext4 filesystem (the outer one, its
 device over an image in tmp_path). Whatever the inner filesystem has not handed to its loop
 device yet - not written back, not fsynced - exists only in the inner page cache; the backing
 image holds exactly what a disk would hold at that instant. To copy it at one instant, the outer
-filesystem is frozen (`fsfreeze`): the loop device's writes into the image block (each write
-either is in the image or is not), reads go on, `cp --sparse=always` copies the image, and the
-outer filesystem is thawed. dsfs is not stopped (no SIGSTOP): it keeps running through the
+filesystem is frozen (FIFREEZE, as `fsfreeze` does): the loop device's writes into the image
+block (each write either is in the image or is not), reads go on, the image is copied (holes
+stay holes, like `cp --sparse=always`, but in-process: see `loopfs.frozen`), and the outer
+filesystem is thawed. dsfs is not stopped (no SIGSTOP): it keeps running through the
 copy, and requests that reach the disk during it wait for the thaw.
 
 Each crash copy is then attached to another loop device, checked with `e2fsck -fy` (journal
@@ -28,10 +29,16 @@ replay; its exit code is reported, 4 or more fails), mounted, and:
     allowed content has there). Zeros and garbage are wrong bytes and fail the test; torn
     files are reported.
 
-Seeds: the normal run uses a few fixed seeds (the seed fixes the work and the instants of the
-copies; where the work has got to at those instants still depends on timing). More trials:
-`DSFS_POWERLOSS_TRIALS=20` (random seeds, printed) or `DSFS_POWERLOSS_SEEDS=7,8`;
+The trials run the daemon as mounted by default, and once more with `--sync-on-close`: then
+close() alone makes a file durable, and every closed file must come back whole.
+
+Copies: half at random instants, half a random delay after an import or commit started (so
+that some land inside one). Seeds: the normal run uses a few fixed seeds (the seed fixes the
+work and the instants of the copies; where the work has got to then still depends on timing).
+More trials: `DSFS_POWERLOSS_TRIALS=20` (random seeds, printed) or `DSFS_POWERLOSS_SEEDS=7,8`;
 `DSFS_POWERLOSS_COPIES=4` copies per trial. A failing trial keeps its crash image in tmp_path.
+`DSFS_POWERLOSS_ALLOW_ZEROS=1` reports zero-filled closed files instead of failing on them (to
+look for other failures while that one is open); garbage still fails.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ from tests.faults.loopfs import (
     make_ext4,
     mounted_fs,
     require_loop,
-    run,
+    sparse_copy,
 )
 from tests.mountutil import Daemon, dsfs_argv, mounted
 from tests.treeutil import write
@@ -76,13 +83,13 @@ INNER_SIZE = 128 * MiB
 OUTER_SIZE = 512 * MiB
 
 
-def _seeds() -> list[int]:
+def _seeds(default: list[int] | None = None) -> list[int]:
     if os.environ.get("DSFS_POWERLOSS_SEEDS"):
         return [int(s) for s in os.environ["DSFS_POWERLOSS_SEEDS"].split(",")]
     if os.environ.get("DSFS_POWERLOSS_TRIALS"):
         rnd = random.Random()
         return [rnd.randrange(1 << 30) for _ in range(int(os.environ["DSFS_POWERLOSS_TRIALS"]))]
-    return [1, 2, 3]
+    return default or [1, 2, 3]
 
 
 COPIES = int(os.environ.get("DSFS_POWERLOSS_COPIES", "2"))
@@ -161,8 +168,10 @@ class Work:
     """Imports, @head writes (some fsynced, some only closed), unlinks and commits, chosen by
     a seeded generator, in a thread, until told to stop."""
 
-    def __init__(self, seed: int, store: Path, head: Path, sources: Path, model: Model) -> None:
+    def __init__(self, seed: int, store: Path, head: Path, sources: Path, model: Model,
+                 sync_on_close: bool = False) -> None:
         self.rnd = random.Random(seed)
+        self.sync_on_close = sync_on_close
         self.store = store
         self.head = head
         self.sources = sources
@@ -212,7 +221,8 @@ class Work:
 
     def _write(self, force_fsync: bool = False) -> None:
         rnd = self.rnd
-        durable = force_fsync or rnd.random() < 0.4
+        fsync = force_fsync or rnd.random() < 0.4
+        durable = fsync or self.sync_on_close  # --sync-on-close: close() makes it durable
         existing = sorted(self.model.files)
         if existing and rnd.random() < 0.5:
             rel = rnd.choice(existing)
@@ -236,20 +246,20 @@ class Work:
         new_dirs = [p for p in reversed(Path(rel).parents) if str(p) != "."
                     and not (self.head / p).is_dir()]
         change = self.model.begin(rel, new, durable, f"{kind} {len(data)} at {offset}"
-                                  f"{' fsync' if durable else ''}")
+                                  f"{' fsync' if fsync else ''}")
         for d in new_dirs:
             (self.head / d).mkdir()
         fd = os.open(path, flags, 0o644)
         try:
             _pwrite_all(fd, data, offset)
-            if durable:
+            if fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        if durable:
+        if fsync:
             for d in [Path(rel).parent, *(p.parent for p in new_dirs)]:
                 _fsync_dir(self.head / d)
-            self.head_durably_dirty = True
+        self.head_durably_dirty |= durable
         change.end = time.monotonic()
 
     def _unlink(self) -> None:
@@ -322,6 +332,7 @@ class Copy:
     start: float  # before the freeze
     end: float  # after the thaw
     at: float  # seconds into the work
+    during: str = ""  # the import or commit that was running, if any
 
 
 def version_files(store_root: Path) -> dict[str, dict[str, str]]:
@@ -357,6 +368,9 @@ def classify(got: bytes, allowed: list[bytes | None]) -> str:
         block = got[off:off + BLOCK]
         if any(c[off:off + BLOCK] == block for c in contents):
             continue
+        if block.count(0) == len(block):
+            kinds.add("zeros")
+            continue
         for i, b in enumerate(block, off):  # byte by byte (a block may end a shorter file)
             if not any(i < len(c) and c[i] == b for c in contents):
                 kinds.add("zeros" if b == 0 else "garbage")
@@ -371,7 +385,8 @@ def expected_head(model: Model, copy: Copy) -> dict[str, tuple[bytes | None, lis
         for rel, hist in model.history.items():
             durable = max(i for i, c in enumerate(hist) if c.durable and c.end < copy.start)
             later = [c for c in hist[durable + 1:] if c.start < copy.end]
-            if later:
+            # a commit that is still running changes no content, only when it is durable
+            if any(c.content != hist[durable].content for c in later):
                 out[rel] = (None, [hist[durable].content, *(c.content for c in later)])
             else:
                 out[rel] = (hist[durable].content, [])
@@ -379,7 +394,8 @@ def expected_head(model: Model, copy: Copy) -> dict[str, tuple[bytes | None, lis
 
 
 def check_copy(copy: Copy, model: Model, tmp: Path, seed: int, findings: list[str]) -> None:
-    why = f"seed {seed}, copy {copy.image.name} taken {copy.at:.3f} s into the work"
+    why = (f"seed {seed}, copy {copy.image.name} taken {copy.at:.3f} s into the work"
+           + (f" (during {copy.during})" if copy.during else ""))
     with attached(copy.image) as device:
         fsck = e2fsck(device)
         findings.append(f"{why}: e2fsck -fy exit {fsck.returncode}")
@@ -389,7 +405,9 @@ def check_copy(copy: Copy, model: Model, tmp: Path, seed: int, findings: list[st
             result = subprocess.run(dsfs_argv(store, "verify", "--read-data"),
                                     capture_output=True, text=True, timeout=300)
             assert result.returncode == 0, f"{why}: verify:\n{result.stdout}{result.stderr}"
-            _check_versions(version_files(store), model, copy, why)
+            found = version_files(store)
+            findings.append(f"{why}: versions {sorted(found, key=lambda n: int(n[1:]))}")
+            _check_versions(found, model, copy, why)
             mnt = tmp / f"{copy.image.stem}-mnt"
             with mounted(store, mnt) as daemon:
                 _check_head(mnt / "@head", model, copy, why, findings, daemon.log_text)
@@ -446,14 +464,15 @@ def _check_head(head: Path, model: Model, copy: Copy, why: str, findings: list[s
             seen[tally] = seen.get(tally, 0) + 1
             if got != required:
                 lost.append(f"{rel}: durable content lost: expected {_describe(required)}, "
-                            f"got {_describe(got)}")
+                            f"got {_describe(got)}; {_history(model, rel, copy)}")
             continue
         tally = "changed, " + ("absent" if got is None else "same as before" if got ==
                                allowed[0] else "new" if got in allowed[1:] else "other")
         seen[tally] = seen.get(tally, 0) + 1
         if got is None:
             if None not in allowed:
-                lost.append(f"{rel}: missing, allowed {[_describe(a) for a in allowed]}")
+                lost.append(f"{rel}: missing, allowed {[_describe(a) for a in allowed]}; "
+                            f"{_history(model, rel, copy)}")
             continue
         verdict = classify(got, allowed)
         if verdict != "ok":
@@ -461,11 +480,20 @@ def _check_head(head: Path, model: Model, copy: Copy, why: str, findings: list[s
                             f"{[_describe(a) for a in allowed]}")
         if verdict == "garbage" or (verdict == "zeros" and not ALLOW_ZEROS):
             wrong.append(f"{rel}: wrong bytes ({verdict}): {_describe(got)}; allowed "
-                         f"{[_describe(a) for a in allowed]}")
+                         f"{[_describe(a) for a in allowed]}; {_history(model, rel, copy)}")
     findings.append(f"{why}: @head files: {seen}")
     assert not lost, f"{why}: @head lost what was durable:\n  " + "\n  ".join(lost)
     assert not wrong, (f"{why}: files only closed (not fsynced) read back with wrong bytes:\n  "
                        + "\n  ".join(wrong))
+
+
+def _history(model: Model, rel: str, copy: Copy) -> str:
+    """The path's changes, timed in seconds from the start of the work."""
+    t0 = copy.start - copy.at
+    with model.lock:
+        rows = [f"{c.what} {c.start - t0:.3f}-{c.end - t0:.3f}s" for c in model.history[rel]
+                if c.start > -math.inf]
+    return f"copy at {copy.at:.3f}s; history: " + ", ".join(rows)
 
 
 def _describe(data: bytes | None) -> str:
@@ -490,13 +518,22 @@ def outer(tmp_path: Path) -> Iterator[Path]:
 def take_copy(outer_mnt: Path, image: Path, dest: Path, t0: float) -> Copy:
     start = time.monotonic()
     with frozen(outer_mnt):
-        run("cp", "--sparse=always", image, dest)
+        sparse_copy(image, dest)  # in-process: no fork while frozen (see loopfs.frozen)
     end = time.monotonic()
     return Copy(dest, start, end, start - t0)
 
 
+def _copy(outer_mnt: Path, dest: Path, t0: float, model: Model) -> Copy:
+    copy = take_copy(outer_mnt, outer_mnt / "inner.img", dest, t0)
+    with model.lock:
+        running = [e.what for e in model.versions if e.start < copy.end and
+                   not e.end < copy.start]
+    copy.during = ", ".join(running)
+    return copy
+
+
 @contextlib.contextmanager
-def live_store(tmp_path: Path, outer_mnt: Path, base: dict[str, bytes]
+def live_store(tmp_path: Path, outer_mnt: Path, base: dict[str, bytes], *mount_args: str
                ) -> Iterator[tuple[Path, Daemon]]:
     """A store on a fresh inner filesystem (image in `outer_mnt`) with `base` as v1, mounted;
     on exit the dsfs mount goes first (the daemon must not hold the inner filesystem), then the
@@ -510,7 +547,7 @@ def live_store(tmp_path: Path, outer_mnt: Path, base: dict[str, bytes]
         for args in (["init"], ["import", src, "-m", "v1"]):
             result = subprocess.run(dsfs_argv(store, *args), capture_output=True, text=True)
             assert result.returncode == 0, result.stderr
-        with mounted(store, tmp_path / "mnt") as daemon:
+        with mounted(store, tmp_path / "mnt", *mount_args) as daemon:
             yield store, daemon
 
 
@@ -520,11 +557,13 @@ def check_copies(copies: list[Copy], model: Model, tmp_path: Path, seed: int) ->
     failures: list[str] = []
     try:
         for copy in copies:
-            print(f"  copy at {copy.at:.3f} s took {copy.end - copy.start:.3f} s")
+            print(f"  copy at {copy.at:.3f} s took {copy.end - copy.start:.3f} s"
+                  + (f", during {copy.during}" if copy.during else ""))
             try:
                 check_copy(copy, model, tmp_path, seed, findings)
             except AssertionError as exc:
-                failures.append(f"{exc}\n  (crash image kept: {copy.image})")
+                failures.append(f"{exc}\n  (crash image kept: {copy.image}; run again: "
+                                f"DSFS_POWERLOSS_SEEDS={seed} pytest {__file__})")
             else:
                 copy.image.unlink()
     finally:
@@ -535,23 +574,45 @@ def check_copies(copies: list[Copy], model: Model, tmp_path: Path, seed: int) ->
 @pytest.mark.parametrize("seed", _seeds())
 def test_power_loss_keeps_what_was_durable_and_never_serves_wrong_bytes(
         tmp_path: Path, outer: Path, seed: int) -> None:
+    trial(tmp_path, outer, seed, sync_on_close=False)
+
+
+@pytest.mark.parametrize("seed", _seeds([4]))
+def test_power_loss_with_sync_on_close_keeps_every_closed_file(
+        tmp_path: Path, outer: Path, seed: int) -> None:
+    trial(tmp_path, outer, seed, sync_on_close=True)
+
+
+def trial(tmp_path: Path, outer: Path, seed: int, sync_on_close: bool) -> None:
     rnd = random.Random(seed)
-    print(f"\npower-loss trial seed {seed}")
+    print(f"\npower-loss trial seed {seed}{' --sync-on-close' if sync_on_close else ''}")
     base = {"a.txt": b"alpha\n", "d0/b.bin": rnd.randbytes(300_000),
             "d0/c.bin": rnd.randbytes(1_200_000)}
     model = Model(base)
     copies: list[Copy] = []
-    instants = sorted(rnd.uniform(0.3, WORK_SECONDS) for _ in range(COPIES))
-    with live_store(tmp_path, outer, base) as (store, daemon):
-        work = Work(seed, store, daemon.mountpoint / "@head", tmp_path / "sources", model)
+    # half the copies at random instants, half inside an import or commit (a random delay
+    # after it started: its protocol's crash windows)
+    instants = sorted(rnd.uniform(0.3, WORK_SECONDS * 0.6) for _ in range((COPIES + 1) // 2))
+    delays = [rnd.uniform(0.0, 1.5) for _ in range(COPIES // 2)]
+    mount_args = ["--sync-on-close"] if sync_on_close else []
+    with live_store(tmp_path, outer, base, *mount_args) as (store, daemon):
+        work = Work(seed, store, daemon.mountpoint / "@head", tmp_path / "sources", model,
+                    sync_on_close)
         t0 = time.monotonic()
         work.start()
         try:
-            for n, at in enumerate(instants):
+            for at in instants:
                 while time.monotonic() - t0 < at and work.thread.is_alive():
                     time.sleep(0.005)
-                copies.append(take_copy(outer, outer / "inner.img",
-                                        tmp_path / f"crash{n}.img", t0))
+                copies.append(_copy(outer, tmp_path / f"crash{len(copies)}.img", t0, model))
+            for delay in delays:
+                seen = len(model.versions)
+                deadline = time.monotonic() + 3 * WORK_SECONDS
+                while len(model.versions) == seen and time.monotonic() < deadline \
+                        and work.thread.is_alive():
+                    time.sleep(0.002)
+                time.sleep(delay)
+                copies.append(_copy(outer, tmp_path / f"crash{len(copies)}.img", t0, model))
         finally:
             work.finish()
         assert work.error is None, f"seed {seed}: the work failed:\n{work.error}"

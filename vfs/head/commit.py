@@ -333,7 +333,7 @@ def commit(fs: HeadFS, message: str, tag: str | None = None, allow_empty: bool =
             token = secrets.token_hex(16)
             db.put_plan(builder.plan_rows())
             db.set_meta("pending", token)
-            db.sync()
+            fs.sync_all()
             version = store.record_version(writer, root_entry, message, stats,
                                            source=f"head:{token}", parent=fs.base.number,
                                            tag=tag)

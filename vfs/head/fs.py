@@ -710,8 +710,14 @@ class HeadFS:
         self._update(n, mtime_ns=t, ctime_ns=t, size=max(n.size, offset + length))
 
     def fsync(self, ino: int) -> None:
-        self.overlays.fsync(ino)
-        self.db.sync()
+        """Everything written to @head so far is durable once this returns. All overlays are
+        synced before the database: a size that survives a power cut never describes bytes
+        that did not."""
+        self.sync_all()
+
+    def sync_all(self, checkpoint: bool = False) -> None:
+        self.overlays.sync_all()
+        self.db.sync(checkpoint)
 
 
 ACL_ACCESS = b"system.posix_acl_access"

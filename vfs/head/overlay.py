@@ -331,6 +331,20 @@ class Overlays:
             os.fsync(fd)
         fsync_dir(self.dir)
 
+    def sync_files(self) -> None:
+        """fsync every overlay file, also those of earlier sessions (at open: a later sync of
+        the database must not make their sizes durable before their bytes)."""
+        for path in self.dir.iterdir():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(self.dir)
+
     def stored_inos(self) -> list[int]:
         out = []
         for p in self.dir.iterdir():

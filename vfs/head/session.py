@@ -8,13 +8,14 @@ pyfuse3.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import stat
 import time
 from dataclasses import dataclass
 
-from vfs.errors import HeadBusy, UnknownVersion, UserError
+from vfs.errors import DsfsError, HeadBusy, UnknownVersion, UserError
 from vfs.head.commit import recover
 from vfs.head.fs import HeadFS
 from vfs.head.overlay import Overlays
@@ -38,6 +39,10 @@ class HeadSession:
     lock_fd: int
 
     def close(self) -> None:
+        # a clean stop leaves everything on disk (on a full disk, what was written stays in
+        # the page cache and the log)
+        with contextlib.suppress(DsfsError, OSError):
+            self.fs.sync_all(checkpoint=True)
         self.overlays.close()
         self.db.close()
         os.close(self.lock_fd)
@@ -112,6 +117,7 @@ def open_head(store: Store) -> HeadSession:
         if base is None or db.node(HEAD_ROOT) is None:
             base = store.latest() or empty_base(os.getuid(), os.getgid())
             _reset_state(db, overlays, base)
+        overlays.sync_files()
         session = HeadSession(store, db, overlays, HeadFS(store, db, overlays, base), fd)
         recover(session.fs)
         _remove_unreferenced(db, overlays)

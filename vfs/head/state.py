@@ -149,6 +149,9 @@ class HeadDB:
         c = self._conn
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=NORMAL")
+        # no automatic checkpoints: they fsync the log, which would make sizes durable before
+        # the overlay bytes they describe; `sync` checkpoints after the caller synced those
+        c.execute("PRAGMA wal_autocheckpoint=0")
         version = c.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             self._conn.close()
@@ -183,8 +186,9 @@ class HeadDB:
                 self._cache.clear()
                 raise _translate(exc, self.path) from None
 
-    def sync(self) -> None:
-        """Make every committed change durable (fsync of the write-ahead log)."""
+    def sync(self, checkpoint: bool = False) -> None:
+        """Make every committed change durable (fsync of the write-ahead log). Callers sync the
+        overlay files first: data before the metadata that describes it."""
         with self._lock:
             self._conn.execute("PRAGMA synchronous=FULL")
             try:
@@ -192,6 +196,8 @@ class HeadDB:
                     self._conn.execute("INSERT OR REPLACE INTO meta VALUES('synced', 1)")
             finally:
                 self._conn.execute("PRAGMA synchronous=NORMAL")
+            if checkpoint:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
