@@ -212,10 +212,15 @@ class HeadAdapter:
             self.fs.finish_write(handle.ino, offset, len(data))
             return len(data)
 
-    def release(self, fh: int) -> None:
+    async def release(self, fh: int) -> None:
         handle = self.files.pop(fh, None)
-        if handle is not None:
+        if handle is None:
+            return
+        async with self.gate.shared():
             self.fs.release(handle)
+            if not self.fs.open_count.get(handle.ino):
+                # one descriptor pair per open file, not per file ever written
+                self.fs.overlays.close_file(handle.ino)
 
     async def flush(self, fh: int) -> None:
         handle = self.files.get(fh)
@@ -232,11 +237,17 @@ class HeadAdapter:
 
     async def commit(self, message: str, tag: str | None, allow_empty: bool) -> CommitResult:
         async with self.gate.exclusive():
-            return await trio.to_thread.run_sync(commit, self.fs, message, tag, allow_empty)
+            try:
+                return await trio.to_thread.run_sync(commit, self.fs, message, tag, allow_empty)
+            finally:
+                self.fs.overlays.close_all_but(self.fs.open_count)
 
     async def status_report(self) -> dict[str, Any]:
         async with self.gate.exclusive():
-            return await trio.to_thread.run_sync(status_report, self.fs)
+            try:
+                return await trio.to_thread.run_sync(status_report, self.fs)
+            finally:
+                self.fs.overlays.close_all_but(self.fs.open_count)
 
     async def reset(self) -> Version:
         async with self.gate.exclusive():

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -230,6 +231,14 @@ async def _watch_signals(on_ready: trio.Event) -> None:
             return
 
 
+def raise_fd_limit() -> None:
+    """Open files in @head each hold two descriptors in the daemon: allow what the system
+    allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def bound_malloc() -> None:
     """Keep freed chunk buffers from piling up in glibc's per-thread heaps.
 
@@ -251,6 +260,7 @@ def bound_malloc() -> None:
 def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (foreground)."""
     preflight(opts)
+    raise_fd_limit()
     if os.environ.get("DSFS_MALLOC", "1") == "1":
         bound_malloc()
     store = Store.open(opts.store, cache_bytes=opts.cache_bytes)

@@ -264,7 +264,7 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         if self.head is not None and fh in self.head.files:
-            self.head.release(fh)
+            await self.head.release(fh)
             return
         self._files.pop(fh, None)
 

@@ -430,6 +430,9 @@ class Head:
         if not self.args.keep:
             shutil.rmtree(self.root / "stores", ignore_errors=True)
             shutil.rmtree(self.native, ignore_errors=True)
+        if not B.is_mounted(self.mnt):
+            with contextlib.suppress(OSError):
+                self.mnt.rmdir()
 
 
 def run_head(args: argparse.Namespace) -> Any:

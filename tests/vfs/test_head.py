@@ -317,3 +317,16 @@ def test_a_write_cut_between_its_sums_and_its_bytes_leaves_the_old_bytes(
     monkeypatch.setattr(overlay, "_pwrite_all", real)
     assert read_all(fs, "big.bin")[:8192] == b"A" * 8192
     assert verify_store(store).ok
+
+
+def test_head_of_a_store_without_versions_keeps_its_changes_and_commits(store: Store) -> None:
+    with open_head(store) as s:
+        ino, _ = s.fs.create(HEAD_ROOT, b"first.txt", 0o644, 0, 0)
+        h = s.fs.open(ino, True, False, False)
+        s.fs.write(h, 0, b"from scratch\n")
+        s.fs.release(h)
+    with open_head(store) as s:
+        assert read_all(s.fs, "first.txt") == b"from scratch\n"
+        v = commit(s.fs, "first").version
+    assert v.number == 1 and v.stats.files == 1
+    assert store.read(store.lookup(v, b"first.txt"), 0, 100) == b"from scratch\n"

@@ -283,7 +283,8 @@ def _stats(builder: _Builder, base: Version, root: TreeId) -> VersionStats:
     s = base.stats
     files, dirs, links, logical, xattrs = s.files, s.dirs, s.symlinks, s.logical_bytes, \
         s.xattr_entries
-    for change in diff_trees(cast(Any, builder), base.root, root):
+    base_root = base.root if base.root_entry.ref else build_tree([], builder.put)
+    for change in diff_trees(cast(Any, builder), base_root, root):
         for e, sign in ((change.old, -1), (change.new, 1)):
             if e is None:
                 continue

@@ -192,6 +192,21 @@ class Overlays:
                 pos += step
         return bad
 
+    def close_file(self, ino: int) -> None:
+        """Close a node's descriptors (its last handle closed); they reopen when needed. The
+        caller makes sure no other thread is using them (the daemon's gate)."""
+        with self._lock:
+            fds = [self._fds.pop(ino, None), self._sums.pop(ino, None)]
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
+    def close_all_but(self, keep: set[int] | dict[int, int]) -> None:
+        with self._lock:
+            inos = [i for i in {*self._fds, *self._sums} if i not in keep]
+        for ino in inos:
+            self.close_file(ino)
+
     def exists(self, ino: int) -> bool:
         return ino in self._fds or self.path(ino).exists()
 

@@ -106,7 +106,9 @@ def open_head(store: Store) -> HeadSession:
         overlays = Overlays(store.root / "head" / "data")
         number = db.meta("base")
         base: Version | None = None
-        if number is not None and int(number) > 0:
+        if number is not None and int(number) == 0 and db.node(HEAD_ROOT) is not None:
+            base = empty_base(os.getuid(), os.getgid())  # @head of a store without versions
+        elif number is not None and int(number) > 0:
             try:
                 base = store.version(int(number))
             except UnknownVersion:
