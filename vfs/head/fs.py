@@ -690,6 +690,10 @@ class HeadFS:
             raise Invalid("not a regular file")
         if handle.append:
             offset = n.size
+        if not n.dirty:
+            # marked before the bytes land: a crash between the two must not leave bytes that
+            # @head serves but status and commit would not see
+            n = self._update(n)
         if self.overlays.whole_copy and n.base_len > 0:
             with self.stripe(n.ino):
                 self.overlays.copy_whole(n.ino, n.size,
