@@ -330,3 +330,14 @@ def test_head_of_a_store_without_versions_keeps_its_changes_and_commits(store: S
         v = commit(s.fs, "first").version
     assert v.number == 1 and v.stats.files == 1
     assert store.read(store.lookup(v, b"first.txt"), 0, 100) == b"from scratch\n"
+
+
+def test_the_base_of_a_changed_head_cannot_be_dropped(head: HeadSession, store: Store,
+                                                      src: Path) -> None:
+    from vfs.errors import UserError
+
+    import_tree(store, src, message="v2")
+    assert store.drop("v2").number == 2  # a clean @head pins nothing
+    write_at(head.fs, "a.txt", 0, b"x")
+    with pytest.raises(UserError, match="base of @head"):
+        store.drop("v1")

@@ -71,6 +71,8 @@ class Overlays:
         self.whole_copy = not probe_holes(directory) if probe else False
         self._fds: dict[int, int] = {}
         self._sums: dict[int, int] = {}
+        self._unsynced: set[int] = set()
+        """Nodes written since the last sync_all (their descriptors may be closed since)."""
         self._lock = threading.Lock()
         self._created: set[int] = set()
 
@@ -120,6 +122,8 @@ class Overlays:
         crash leaves the old bytes, which still match. So a write that did not return leaves
         old or new bytes, never a false alarm; only bytes matching neither are damage."""
         end = at + len(payload) if zero_from is None else zero_from
+        with self._lock:
+            self._unsynced.add(ino)
         first = at // BLOCK
         last = (max(end, at + 1) - 1) // BLOCK
         sfd = self._sum_fd(ino, create=True)
@@ -292,6 +296,8 @@ class Overlays:
             return
         try:
             if os.fstat(fd).st_size > size:
+                with self._lock:
+                    self._unsynced.add(ino)
                 if size % BLOCK and self._is_data(fd, size - size % BLOCK):
                     self._write_with_sums(ino, fd, b"", size - size % BLOCK, zero_from=size)
                 else:
@@ -339,11 +345,23 @@ class Overlays:
             raise _translate(exc, self.dir) from None
 
     def sync_all(self) -> None:
+        """fsync every overlay written since the last sync (open or not), then the directory."""
         with self._lock:
             fds = [*self._fds.values(), *self._sums.values()]
+            unsynced, self._unsynced = self._unsynced, set()
             self._created.clear()
         for fd in fds:
             os.fsync(fd)
+        for ino in unsynced:
+            for path in (self.path(ino), self.sum_path(ino)):
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         fsync_dir(self.dir)
 
     def sync_files(self) -> None:

@@ -382,7 +382,8 @@ def open_head_db(head_dir: Path) -> HeadDB:
 
 
 def recorded_base(head_dir: Path) -> int | None:
-    """@head's base version as last recorded (None without a head), read without the lock."""
+    """@head's base version if @head has changes on it (None without changes: a clean @head
+    simply follows the newest version), read without the lock."""
     path = head_dir / "head.db"
     if not path.exists():
         return None
@@ -390,6 +391,9 @@ def recorded_base(head_dir: Path) -> int | None:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='base'").fetchone()
+            dirty = conn.execute("SELECT dirty FROM nodes WHERE ino=?", (HEAD_ROOT,)).fetchone()
+            if not dirty or not dirty[0]:
+                row = None
         finally:
             conn.close()
     except sqlite3.Error:
