@@ -498,11 +498,11 @@ def _check_head(head: Path, model: Model, copy: Copy, why: str, findings: list[s
         if verdict != "ok":
             findings.append(f"{why}: @head/{rel} is {verdict}: {_describe(got)}; allowed "
                             f"{[_describe(a) for a in allowed]}")
-        # A file only closed (not durable: it may also be absent) may come back with zeros
+        # A file whose last change was only closed (not durable) may come back with zeros
         # where writes were lost: @head's database can reach the disk before the overlay's
         # bytes (dsfs syncs them in that order only on fsync, --sync-on-close, commit, every
         # 30 s and on unmount; like ext4's data=writeback). Zeros in a durable file fail.
-        zeros_ok = ALLOW_ZEROS or None in allowed
+        zeros_ok = ALLOW_ZEROS or _closed_only(model, rel, copy)
         if verdict == "garbage" or (verdict == "zeros" and not zeros_ok):
             wrong.append(f"{rel}: wrong bytes ({verdict}): {_describe(got)}; allowed "
                          f"{[_describe(a) for a in allowed]}; {_history(model, rel, copy)}")
