@@ -353,29 +353,15 @@ class Overlays:
         for fd in fds:
             os.fsync(fd)
         for ino in unsynced:
-            for path in (self.path(ino), self.sum_path(ino)):
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            _fsync_path(self.path(ino))
+            _fsync_path(self.sum_path(ino))
         fsync_dir(self.dir)
 
     def sync_files(self) -> None:
         """fsync every overlay file, also those of earlier sessions (at open: a later sync of
         the database must not make their sizes durable before their bytes)."""
         for path in self.dir.iterdir():
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_path(path)
         fsync_dir(self.dir)
 
     def stored_inos(self) -> list[int]:
@@ -414,6 +400,18 @@ _SUM = struct.Struct("<II")
 
 def _block(data: bytes) -> bytes:
     return data if len(data) == BLOCK else data + bytes(BLOCK - len(data))
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file by name; a file that is gone needs nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
