@@ -45,7 +45,8 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str,
         time.sleep(0.01)
 
 
-def _answers(mountpoint: Path) -> bool:
+def answers(mountpoint: Path) -> bool:
+    """Whether a live FUSE mount answers at `mountpoint`."""
     if mounted_at(mountpoint) is None:
         return False
     try:
@@ -76,7 +77,7 @@ def mounted(store: Path, mountpoint: Path, *extra: str, timeout: float = 20.0
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
     daemon = Daemon(proc, log, mountpoint)
     try:
-        wait_for(lambda: _answers(mountpoint), timeout, f"{mountpoint} to be mounted", daemon)
+        wait_for(lambda: answers(mountpoint), timeout, f"{mountpoint} to be mounted", daemon)
         yield daemon
     finally:
         if proc.poll() is None:

@@ -74,6 +74,7 @@ from tests.faults.loopfs import (
 )
 from tests.mountutil import Daemon, dsfs_argv, mounted
 from tests.treeutil import write
+from vfs.fsutil import fsync_dir
 from vfs.model import Kind
 from vfs.store import Store
 
@@ -159,14 +160,6 @@ def sha(data: bytes) -> str:
 
 
 # -- the work -------------------------------------------------------------------------------------
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 class Work:
     """Imports, @head writes (some fsynced, some only closed), unlinks and commits, chosen by
@@ -262,7 +255,7 @@ class Work:
             os.close(fd)
         if fsync:
             for d in [Path(rel).parent, *(p.parent for p in new_dirs)]:
-                _fsync_dir(self.head / d)
+                fsync_dir(self.head / d)
         self.head_durably_dirty |= durable
         change.end = time.monotonic()
 
@@ -275,7 +268,7 @@ class Work:
         change = self.model.begin(rel, None, durable, f"unlink{' fsync' if durable else ''}")
         os.unlink(self.head / rel)
         if durable:
-            _fsync_dir((self.head / rel).parent)
+            fsync_dir((self.head / rel).parent)
         change.end = time.monotonic()
 
     def _cli(self, event: VersionEvent, *args: str | Path) -> None:
@@ -667,7 +660,7 @@ def test_a_closed_file_is_absent_or_whole_after_another_file_is_fsynced(
             f.write(b)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(head)
+        fsync_dir(head)
         change.end = time.monotonic()
         copy = take_copy(outer, outer / "inner.img", tmp_path / "crash.img", t0)
     check_copies([copy], model, tmp_path, 0)

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.mount import is_stale, mounted_at
-from tests.mountutil import Daemon, dsfs_argv, force_unmount, wait_for
+from tests.mountutil import Daemon, answers, dsfs_argv, force_unmount, wait_for
 from tests.treeutil import snapshot
 from vfs import schema
 from vfs.gc import collect_garbage
@@ -344,16 +344,6 @@ def verify_read_data(store: Path, why: str) -> None:
                                f"{res.stdout}{res.stderr}")
 
 
-def _answers(mountpoint: Path) -> bool:
-    if mounted_at(mountpoint) is None:
-        return False
-    try:
-        os.listdir(mountpoint)
-    except OSError:
-        return False
-    return True
-
-
 class Mounts:
     """Foreground mount daemons of one trial: started, killed, always cleaned up."""
 
@@ -379,7 +369,7 @@ class Mounts:
         daemon = Daemon(proc, log, mp)
         self.daemons.append(daemon)
         try:
-            wait_for(lambda: _answers(mp), 30, f"{mp} to be mounted", daemon)
+            wait_for(lambda: answers(mp), 30, f"{mp} to be mounted", daemon)
             yield daemon
         finally:
             self.stop(daemon)

@@ -125,10 +125,15 @@ class HeadFS:
         stored = self.db.node(ino)
         if stored is not None:
             return stored
+        live, entry = self._unstored(ino)
+        return virtual_node(ino, entry, live.origin)
+
+    def _unstored(self, ino: int) -> tuple[Live, Entry]:
+        """The kernel-held inode of a base entry not stored yet, with that entry."""
         live = self.live.get(ino)
         if live is None or live.entry is None:
             raise StaleHandle(f"@head inode {ino} is not known")
-        return virtual_node(ino, live.entry, live.origin)
+        return live, live.entry
 
     def attr(self, n: HNode) -> Attr:
         size = n.size if n.kind in (Kind.FILE, Kind.SYMLINK) else BLOCK
@@ -216,11 +221,8 @@ class HeadFS:
         stored = self.db.node(ino)
         if stored is not None:
             return stored
-        live = self.live.get(ino)
-        if live is None or live.entry is None:
-            raise StaleHandle(f"@head inode {ino} is not known")
+        live, entry = self._unstored(ino)
         self._store(live.parent)
-        entry = live.entry
         node = virtual_node(ino, entry, live.origin)
         with self.db.txn():
             self.db.put_node(node)
