@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.treeutil import snapshot, write
-from vfs.errors import Exists, Invalid, IsADir, NoEntry, NotEmpty
+from vfs.errors import Exists, Invalid, IsADir, NoEntry, NoSpace, NotEmpty
 from vfs.exporter import export_version
 from vfs.head.commit import NothingToCommit, commit
 from vfs.head.fs import HeadFS
+from vfs.head.overlay import free_bytes, reserve_for
 from vfs.head.session import HeadSession, open_head
 from vfs.head.state import HEAD_ROOT
 from vfs.importer import import_tree
@@ -157,6 +158,29 @@ def test_sparse_growth_stays_sparse(head: HeadSession, store: Store) -> None:
     e = store.lookup(v, b"sparse")
     assert e.size == 4 << 30
     assert store.read(e, (2 << 30) - 2, 10) == b"\0\0\0middle\0"
+
+
+def test_writes_stop_at_the_metadata_reserve_and_removal_still_works(head: HeadSession
+                                                                     ) -> None:
+    fs = head.fs
+    assert reserve_for(100 * MiB) == 1 * MiB and reserve_for(1 << 40) == 64 * MiB
+    assert fs.overlays.reserve >= 1 * MiB
+    write_at(fs, "a.txt", 0, b"ALPHA")
+    # a disk that is nearly full: what is free now is less than the reserve
+    fs.overlays.reserve = free_bytes(fs.overlays.dir) + 1 * MiB
+    with pytest.raises(NoSpace):
+        write_at(fs, "big.bin", 5, b"x")
+    with pytest.raises(NoSpace):
+        write_at(fs, "d/g.txt", 0, b"G")
+    assert read_all(fs, "d/g.txt") == b"g\n"
+    assert read_all(fs, "a.txt")[:5] == b"ALPHA"
+    fs.unlink(HEAD_ROOT, b"a.txt")
+    ino, _ = fs.create(HEAD_ROOT, b"empty", 0o644, 0, 0)
+    fs.rename(HEAD_ROOT, b"empty", HEAD_ROOT, b"renamed")
+    assert fs.lookup(HEAD_ROOT, b"renamed")[0] == ino
+    fs.overlays.reserve = reserve_for(1 << 30)
+    write_at(fs, "renamed", 0, b"fits again")
+    assert read_all(fs, "renamed") == b"fits again"
 
 
 def test_unlinked_open_file_keeps_working_until_release(head: HeadSession) -> None:

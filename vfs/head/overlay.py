@@ -19,6 +19,10 @@ which still match their old sum.
 This needs a filesystem that reports holes exactly (ext4, xfs, btrfs, tmpfs do). `probe_holes`
 checks it when the store opens; without it, `whole_copy` is set and a file's first write copies
 its whole current content into the overlay instead (correct, not copy-on-write).
+
+Writes keep a reserve free on the store's filesystem (`reserve_for`: 1% of it, between 1 and
+64 MiB): data that would eat into it gets ENOSPC, so on a full disk the metadata changes that free
+space (unlink, truncate, rename, a fresh create) still find room for head.db's log.
 """
 
 from __future__ import annotations
@@ -40,6 +44,18 @@ BLOCK = 4096
 
 ReadFn = Callable[[int, int], bytes]
 """(offset, length) -> the file's current bytes there (short at its end)."""
+
+MiB = 1 << 20
+
+
+def reserve_for(filesystem_bytes: int) -> int:
+    """Bytes that data writes leave free on a filesystem of this size, for metadata."""
+    return max(1 * MiB, min(64 * MiB, filesystem_bytes // 100))
+
+
+def free_bytes(directory: Path) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
 
 
 def probe_holes(directory: Path) -> bool:
@@ -75,6 +91,15 @@ class Overlays:
         """Nodes written since the last sync_all (their descriptors may be closed since)."""
         self._lock = threading.Lock()
         self._created: set[int] = set()
+        self.reserve = 0
+        if probe:
+            st = os.statvfs(directory)
+            self.reserve = reserve_for(st.f_blocks * st.f_frsize)
+
+    def _ensure_room(self, nbytes: int) -> None:
+        """ENOSPC if writing `nbytes` would leave less than the metadata reserve free."""
+        if self.reserve and free_bytes(self.dir) - nbytes < self.reserve:
+            raise no_space(self.dir)
 
     def path(self, ino: int) -> Path:
         return self.dir / f"{ino:016x}"
@@ -269,6 +294,7 @@ class Overlays:
             suffix = _fill(current, end, tail_end - end, size)
         payload = prefix + data + suffix if (prefix or suffix) else data
         at = offset - len(prefix)
+        self._ensure_room(len(payload))
         try:
             self._write_with_sums(ino, fd, payload, at)
         except OSError as exc:
@@ -284,6 +310,7 @@ class Overlays:
             while pos < size:
                 piece = current(pos, min(step, size - pos))
                 if piece.count(0) != len(piece):
+                    self._ensure_room(len(piece))
                     self._write_with_sums(ino, fd, piece, pos)
                 pos += len(piece)
             os.ftruncate(fd, size)
