@@ -17,22 +17,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon import fmt
-from daemon.cli_common import DEFAULT_STORE, emit_json, note, open_store, store_path
+from daemon.cli_common import DEFAULT_STORE, emit_json, make_progress, note, open_store, store_path
 from vfs.config import ChunkParams
 from vfs.errors import DsfsError, UserError
-from vfs.progress import NoProgress, Progress
 from vfs.store import Store
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def make_progress(quiet: bool) -> Progress:
-    """A terminal bar when a person watches stderr; rich is imported only then."""
-    if quiet or not sys.stderr.isatty():
-        return NoProgress()
-    from daemon.progress import TerminalProgress
-
-    return TerminalProgress()
 
 
 def parse_size(text: str) -> int:
@@ -43,16 +33,6 @@ def parse_size(text: str) -> int:
         return int(float(t[:-1] if unit else t) * units[unit])
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 512K or 1M)") from None
-
-
-def parse_percent(text: str) -> float:
-    try:
-        value = float(text.strip().removesuffix("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r} (try 10%)") from None
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"{text!r} is not between 0% and 100%")
-    return value
 
 
 def split_spec(spec: str) -> tuple[str, bytes]:
@@ -131,6 +111,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"size     {fmt.size(s.logical_bytes)} ({s.logical_bytes:,} bytes)")
         print(f"stored   {fmt.size(s.new_stored_bytes)} new ({s.new_chunks:,} new objects)")
         print(f"\n    {v.message}")
+        if v.repair is not None:
+            print(f"\nrepaired {fmt.when(v.repair.time_ns)}: {len(v.repair.lost)} paths lost "
+                  "(their data was gone):")
+            for x in v.repair.lost:
+                print(f"    {fmt.path(x.path) or '.'}: {x.problem}")
     return 0
 
 
@@ -251,47 +236,6 @@ def cmd_tags(args: argparse.Namespace) -> int:
             for name, n in sorted(tags.items()):
                 print(f"{name}\tv{n}")
     return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from vfs.rebuild import rebuild_index
-    from vfs.verify import verify_store
-
-    if args.repair:
-        rr = rebuild_index(store_path(args), progress=make_progress(args.quiet))
-        for problem in rr.problems:
-            print(f"dsfs: repair: {problem}", file=sys.stderr)
-        note(args, f"rebuilt the index from {rr.packs} packs: {rr.objects:,} objects, "
-                   f"{rr.versions} versions, {rr.tags} tags, {rr.bad_records} damaged records")
-    with open_store(args) as store:
-        subset = args.read_data_subset
-        report = verify_store(store, read_data=args.read_data or subset is not None,
-                              progress=make_progress(args.quiet),
-                              subset=None if subset is None else subset / 100)
-        if args.json:
-            emit_json({"ok": report.ok, "versions": report.versions, "objects": report.objects,
-                       "bytes_read": report.bytes_read,
-                       "damaged_objects": len(report.damaged_objects),
-                       "problems": [p.to_dict() for p in report.problems],
-                       "head_problems": [p.to_dict() for p in report.head_problems]})
-        else:
-            for p in report.problems:
-                print(f"DAMAGED v{p.version}:{p.path}: {p.problem}")
-            for h in report.head_problems:
-                print(f"DAMAGED {h.path}: {h.problem}")
-            what = "structure and data" if args.read_data else "structure"
-            if subset is not None and subset < 100:
-                what = f"structure and a {subset:g}% sample of the data"
-            if report.ok:
-                print(f"ok: {report.versions} versions, {report.objects:,} objects, {what} "
-                      f"intact" + (f", {fmt.size(report.bytes_read)} read"
-                                   if args.read_data else ""))
-            else:
-                print(f"FAILED: {len(report.damaged_objects)} damaged objects affect "
-                      f"{len(report.problems)} files or directories"
-                      + (f"; {len(report.head_problems)} problems in @head"
-                         if report.head_problems else ""))
-    return 0 if report.ok else 1
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -438,14 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--delete", metavar="NAME", help="delete this tag")
     add("tags", cmd_tags, "list tags", json_=True)
-    p = add("verify", cmd_verify, "check the store; exit 0 only when intact", json_=True)
-    p.add_argument("--read-data", action="store_true",
-                   help="also read and hash every chunk (slower)")
-    p.add_argument("--read-data-subset", type=parse_percent, default=None, metavar="N%",
-                   help="read and hash a random N%% of the stored data (whole packs), for "
-                        "big stores; run it regularly to cover everything over time")
-    p.add_argument("--repair", action="store_true",
-                   help="first rebuild the index from the packs (lost or damaged index)")
+    from daemon.verifycli import add_verify_command
+
+    add_verify_command(add)
     add("stats", cmd_stats, "objects, packs and bytes the store holds", json_=True)
     p = add("mount", cmd_mount, "show every version under MOUNTPOINT (@v1, @latest, tags)")
     p.add_argument("mountpoint")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vfs.progress import NoProgress, Progress
 from vfs.store import Store
 
 DEFAULT_STORE = "~/.local/share/dsfs/store"
@@ -34,3 +35,12 @@ def emit_json(obj: Any) -> None:
 def note(args: argparse.Namespace, msg: str) -> None:
     if not getattr(args, "quiet", False):
         print(msg, file=sys.stderr)
+
+
+def make_progress(quiet: bool) -> Progress:
+    """A terminal bar when a person watches stderr; rich is imported only then."""
+    if quiet or not sys.stderr.isatty():
+        return NoProgress()
+    from daemon.progress import TerminalProgress
+
+    return TerminalProgress()

@@ -40,14 +40,22 @@ def path(p: bytes) -> str:
 
 
 def version_dict(v: Version, tags: list[str]) -> dict[str, Any]:
-    return {"version": v.name, "number": v.number, "parent": f"v{v.parent}" if v.parent else None,
-            "time": iso(v.time_ns), "time_ns": v.time_ns, "message": v.message,
-            "author": v.author, "source": v.source, "tags": tags, "stats": v.stats.to_dict()}
+    d = {"version": v.name, "number": v.number, "parent": f"v{v.parent}" if v.parent else None,
+         "time": iso(v.time_ns), "time_ns": v.time_ns, "message": v.message,
+         "author": v.author, "source": v.source, "tags": tags, "stats": v.stats.to_dict(),
+         "repaired": None}
+    if v.repair is not None:
+        d["repaired"] = {"time": iso(v.repair.time_ns),
+                         "lost": [{"path": path(x.path) or ".", "problem": x.problem}
+                                  for x in v.repair.lost]}
+    return d
 
 
 def version_line(v: Version, tags: list[str]) -> str:
     s = v.stats
     tag = f" ({', '.join(tags)})" if tags else ""
+    if v.repair is not None:
+        tag += f" [repaired: {len(v.repair.lost)} paths lost]"
     return (f"{v.name:<5} {when(v.time_ns)}  {s.files:>9,} files  {size(s.logical_bytes):>10}  "
             f"+{size(s.new_stored_bytes):>10} stored  {v.message}{tag}")
 

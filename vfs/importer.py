@@ -244,7 +244,7 @@ class Importer:
             self.warnings.append(f"{os.fsdecode(job.rel)}: changed size while being read; "
                                  f"recorded the {size} bytes read")
         self._place_file(job, ref, size)
-        self.cache_updates[schema.filecache_key(self.src, job.rel)] = schema.enc_msg(
+        self.cache_updates[schema.filecache_key(self.src, job.rel)] = schema.enc_checked(
             [size, job.st.st_mtime_ns, job.st.st_ino, job.st.st_ctime_ns, ref])
         self.progress.advance(size, 1)
 
@@ -266,9 +266,10 @@ class Importer:
     def _cached_ref(self, rel: bytes, st: os.stat_result) -> ContentRef | None:
         txn = self.writer.snapshot()
         raw = txn.get(schema.filecache_key(self.src, rel), db=self.store.index.dbs["filecache"])
-        if raw is None:
-            return None
-        size, mtime_ns, ino, ctime_ns, ref = schema.dec_msg(raw)
+        cached = schema.dec_checked(raw) if raw is not None else None
+        if cached is None:
+            return None  # never cached, or the entry is damaged: read the file again
+        size, mtime_ns, ino, ctime_ns, ref = cached
         if (size, mtime_ns, ino, ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ino,
                                                st.st_ctime_ns):
             return None

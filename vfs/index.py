@@ -27,7 +27,7 @@ MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 class Index:
     """The store's LMDB environment with its named databases."""
 
-    def __init__(self, path: Path, *, create: bool = False, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
         if not create and not (path / "data.mdb").exists():
             raise NotAStore(f"{path.parent} has no index ({path} missing): "
@@ -35,15 +35,15 @@ class Index:
         try:
             self.env = lmdb.open(
                 str(path), map_size=MAP_SIZE, max_dbs=len(schema.DATABASES) + 4, subdir=True,
-                readahead=False, max_readers=1024, create=create, readonly=readonly,
+                readahead=False, max_readers=1024, create=create,
                 lock=True, max_spare_txns=4)
         except lmdb.Error as exc:
             raise translate(exc, path) from None
         self.dbs: dict[str, Any] = {}
         try:
-            with self.env.begin(write=not readonly) as txn:
+            with self.env.begin(write=True) as txn:
                 for name in schema.DATABASES:
-                    self.dbs[name] = self.env.open_db(name.encode(), txn=txn, create=not readonly)
+                    self.dbs[name] = self.env.open_db(name.encode(), txn=txn, create=True)
         except lmdb.Error as exc:
             raise translate(exc, path) from None
         if create:
@@ -68,9 +68,13 @@ class Index:
 
     @contextmanager
     def read(self) -> Iterator[Any]:
-        """A read-only snapshot; cheap, use one per operation."""
-        with self.env.begin(buffers=False) as txn:
-            yield txn
+        """A read-only snapshot; cheap, use one per operation. LMDB's errors (a damaged page,
+        say) leave as domain errors that name the fix."""
+        try:
+            with self.env.begin(buffers=False) as txn:
+                yield txn
+        except lmdb.Error as exc:
+            raise translate(exc, self.path) from None
 
     @contextmanager
     def write(self) -> Iterator[Any]:

@@ -166,6 +166,8 @@ class Version:
     author: str
     stats: VersionStats = field(default_factory=VersionStats)
     source: str = ""
+    repair: Repair | None = None
+    """Set when `dsfs verify --repair` rewrote this version without files whose data was gone."""
 
     @property
     def name(self) -> str:
@@ -176,16 +178,53 @@ class Version:
         return self.root_entry.tree
 
     def to_record(self) -> dict[str, Any]:
-        return {"n": self.number, "root": self.root_entry.encode(), "parent": self.parent,
-                "time_ns": self.time_ns, "message": self.message, "author": self.author,
-                "stats": self.stats.to_dict(), "source": self.source}
+        record = {"n": self.number, "root": self.root_entry.encode(), "parent": self.parent,
+                  "time_ns": self.time_ns, "message": self.message, "author": self.author,
+                  "stats": self.stats.to_dict(), "source": self.source}
+        if self.repair is not None:
+            record["repair"] = self.repair.to_record()
+        return record
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> Version:
+        repair = d.get("repair")
         return cls(number=int(d["n"]), root_entry=Entry.decode(d["root"]),
                    parent=int(d["parent"]), time_ns=int(d["time_ns"]),
                    message=str(d["message"]), author=str(d["author"]),
-                   stats=VersionStats.from_dict(d["stats"]), source=str(d.get("source", "")))
+                   stats=VersionStats.from_dict(d["stats"]), source=str(d.get("source", "")),
+                   repair=Repair.from_record(repair) if repair is not None else None)
+
+    @property
+    def repaired_ns(self) -> int:
+        """When this record was written by a repair (0 for the record the version began with)."""
+        return self.repair.time_ns if self.repair is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class LostPath:
+    """A file or directory a repair removed from a version: its data was gone."""
+
+    path: bytes
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """What a repair did to a version. The newest record of a version number wins."""
+
+    time_ns: int
+    lost: tuple[LostPath, ...]
+    original_root: bytes
+    """The tree the version had before (its readable parts stay until `dsfs gc`)."""
+
+    def to_record(self) -> dict[str, Any]:
+        return {"time_ns": self.time_ns, "lost": [[x.path, x.problem] for x in self.lost],
+                "original_root": self.original_root}
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> Repair:
+        return cls(int(d["time_ns"]), tuple(LostPath(bytes(p), str(m)) for p, m in d["lost"]),
+                   bytes(d["original_root"]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ def rebuild_index(root: Path, progress: Progress | None = None) -> RebuildReport
     with flocked(lock_dir / "gc.lock", exclusive=True, wait=False,
                  busy_message=f"store {root} is in use by an import or commit: retry later"):
         index = Index(new_dir, create=True)
-        versions: dict[int, bytes] = {}
+        versions: dict[int, tuple[int, bytes]] = {}
         events: list[RefEvent] = []
         files = _pack_files(root / "packs")
         progress.start("rebuild: scanning packs", len(files), "packs")
@@ -78,8 +78,10 @@ def rebuild_index(root: Path, progress: Progress | None = None) -> RebuildReport
                         report.problems.append(str(exc))
                         continue
                     if rec.kind == ObjType.VERSION:
-                        n = Version.from_record(schema.dec_msg(plain)).number
-                        versions[n] = plain
+                        version = Version.from_record(schema.dec_msg(plain))
+                        n = version.number
+                        if n not in versions or version.repaired_ns > versions[n][0]:
+                            versions[n] = (version.repaired_ns, plain)  # a repair's record wins
                     else:
                         events.append(RefEvent.from_record(schema.dec_msg(plain)))
                 elif (len(raw) < REC_HEADER.size
@@ -106,7 +108,7 @@ def rebuild_index(root: Path, progress: Progress | None = None) -> RebuildReport
     return report
 
 
-def _replay(index: Index, versions: dict[int, bytes], events: list[RefEvent],
+def _replay(index: Index, versions: dict[int, tuple[int, bytes]], events: list[RefEvent],
             report: RebuildReport) -> None:
     dbs = index.dbs
     tags: dict[str, int] = {}
@@ -121,7 +123,7 @@ def _replay(index: Index, versions: dict[int, bytes], events: list[RefEvent],
             dropped[ev.version] = ev.time_ns
     highest = max([*versions, *dropped, 0])
     with index.write() as txn:
-        for n, raw in versions.items():
+        for n, (_, raw) in versions.items():
             if n not in dropped:
                 txn.put(schema.version_key(n), raw, db=dbs["versions"])
                 report.versions += 1
@@ -130,6 +132,6 @@ def _replay(index: Index, versions: dict[int, bytes], events: list[RefEvent],
         report.dropped = len(dropped)
         for name, n in tags.items():
             if n in versions and n not in dropped:
-                txn.put(schema.tag_key(name), schema.version_key(n), db=dbs["tags"])
+                txn.put(schema.tag_key(name), schema.tag_value(name, n), db=dbs["tags"])
                 report.tags += 1
         txn.put(schema.META_NEXT_VERSION, schema.enc_u32(highest + 1), db=dbs["meta"])

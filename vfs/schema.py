@@ -19,20 +19,24 @@ packs          pack_no (u32 BE)            msgpack {"name", "size", "records", "
 packnames      pack name (ascii)           pack_no (u32 BE)
 versions       version no (u32 BE)         msgpack version record (see vfs.model.Version)
 dropped        version no (u32 BE)         msgpack {"time": ns}: tombstone, keeps the number
-tags           tag name (utf-8, <=255 B)   version no (u32 BE)
-filecache      blake3(root NUL relpath)    msgpack [size, mtime_ns, ino, ctime_ns, ref]:
-               [:20]                       lets import skip unchanged files (not rebuilt)
+tags           tag name (utf-8, <=255 B)   version no (u32 BE) + CRC-32 of name and number
+                                           (tag_value; 4-byte values of older indexes read)
+filecache      blake3(root NUL relpath)    msgpack [size, mtime_ns, ino, ctime_ns, ref] + CRC
+               [:20]                       (enc_checked): lets import skip unchanged files
+                                           (not rebuilt; a damaged entry is a cache miss)
 =============  ==========================  ===============================================
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from vfs.errors import CorruptData
 from vfs.ids import ObjType, hash_bytes
 
 INDEX_FORMAT = 1
@@ -79,14 +83,20 @@ pack_key = version_key
 dec_pack_key = dec_version_key
 
 
+DAMAGED = "run `dsfs verify --repair` (it rebuilds the index from the packs)"
+
+
 def enc_loc(loc: ObjLoc) -> bytes:
     return _OBJ_LOC.pack(loc.pack_no, loc.offset, loc.stored_len, loc.plain_len, int(loc.kind),
                          loc.codec)
 
 
 def dec_loc(b: bytes) -> ObjLoc:
-    pack_no, offset, stored, plain, kind, codec = _OBJ_LOC.unpack(b)
-    return ObjLoc(pack_no, offset, stored, plain, ObjType(kind), codec)
+    try:
+        pack_no, offset, stored, plain, kind, codec = _OBJ_LOC.unpack(b)
+        return ObjLoc(pack_no, offset, stored, plain, ObjType(kind), codec)
+    except (struct.error, ValueError):
+        raise CorruptData(f"an object location in the index is damaged: {DAMAGED}") from None
 
 
 def enc_msg(obj: Any) -> bytes:
@@ -94,11 +104,48 @@ def enc_msg(obj: Any) -> bytes:
 
 
 def dec_msg(b: bytes) -> Any:
-    return msgpack.unpackb(b, raw=False)
+    """Decode msgpack; malformed bytes (LMDB values have no checksum) are CorruptData."""
+    try:
+        return msgpack.unpackb(b, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CorruptData(f"a damaged value ({exc}): {DAMAGED}") from None
+
+
+def enc_checked(obj: Any) -> bytes:
+    """msgpack followed by its CRC-32, for index values whose damage must not go unseen."""
+    body = enc_msg(obj)
+    return body + _U32.pack(zlib.crc32(body))
+
+
+def dec_checked(raw: bytes) -> Any | None:
+    """The value `enc_checked` wrote, or None if it is damaged or has no checksum."""
+    body, tail = raw[:-4], raw[-4:]
+    if len(raw) < 5 or _U32.unpack(tail)[0] != zlib.crc32(body):
+        return None
+    return dec_msg(body)
 
 
 def tag_key(name: str) -> bytes:
     return name.encode("utf-8")
+
+
+def tag_value(name: str, number: int) -> bytes:
+    """A tag's value: the version number and a CRC-32 over name and number, so a flipped bit
+    in either is seen instead of moving the tag to another version."""
+    key = version_key(number)
+    return key + _U32.pack(zlib.crc32(tag_key(name) + key))
+
+
+def dec_tag(key: bytes, value: bytes) -> tuple[str, int]:
+    """(name, version number) of a tag entry; CorruptData if either was damaged."""
+    try:
+        name = bytes(key).decode("utf-8")
+        number = dec_version_key(bytes(value[:4]))
+    except (UnicodeDecodeError, struct.error):
+        number = -1
+    if number < 0 or (len(value) != 4 and bytes(value) != tag_value(name, number)):
+        raise CorruptData(f"the index's entry of tag {bytes(key)!r} is damaged: {DAMAGED}")
+    return name, number
 
 
 def filecache_key(root: bytes, relpath: bytes) -> bytes:

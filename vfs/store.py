@@ -36,8 +36,8 @@ from vfs.config import (
     write_config,
 )
 from vfs.content import ChunkCache, ContentReader
-from vfs.errors import NotFound, StoreExists, UnknownVersion, UserError
-from vfs.ids import ObjectId, ObjType
+from vfs.errors import CorruptData, NotFound, StoreExists, UnknownVersion, UserError
+from vfs.ids import ObjectId, ObjType, hash_object
 from vfs.index import Index
 from vfs.locks import flocked
 from vfs.model import Entry, Kind, RefEvent, Version, VersionStats
@@ -120,10 +120,38 @@ class Store:
 
     # -- version log -----------------------------------------------------------------------
 
+    def _checked_version(self, txn: Any, key: bytes, raw: bytes) -> Version:
+        """Decode a version record of the index, proving it against its copy in the packs:
+        LMDB has no checksums, and a flipped bit must not change what a version is."""
+        number = schema.dec_version_key(bytes(key))
+        where = txn.get(hash_object(ObjType.VERSION, bytes(raw)), db=self.index.dbs["objects"])
+        try:
+            if where is None or schema.dec_loc(where).kind != ObjType.VERSION:
+                raise CorruptData("no matching copy in the packs")
+            version = Version.from_record(schema.dec_msg(raw))
+            if version.number != number:
+                raise CorruptData(f"it names v{version.number}")
+        except (CorruptData, ValueError, TypeError, KeyError, IndexError) as exc:
+            raise CorruptData(f"the index's record of v{number} is damaged ({exc}): "
+                              f"{schema.DAMAGED}") from None
+        return version
+
     def versions(self) -> list[Version]:
         """Every live version, oldest first."""
         with self.index.read() as txn, txn.cursor(db=self.index.dbs["versions"]) as cur:
-            return [Version.from_record(schema.dec_msg(v)) for _, v in cur]
+            return [self._checked_version(txn, k, v) for k, v in cur]
+
+    def readable_versions(self) -> tuple[list[Version], dict[int, str]]:
+        """Every live version whose index record is intact, and what is wrong with the rest."""
+        good: list[Version] = []
+        damaged: dict[int, str] = {}
+        with self.index.read() as txn, txn.cursor(db=self.index.dbs["versions"]) as cur:
+            for k, v in cur:
+                try:
+                    good.append(self._checked_version(txn, k, v))
+                except CorruptData as exc:
+                    damaged[schema.dec_version_key(bytes(k))] = str(exc)
+        return good, damaged
 
     def version(self, number: int) -> Version:
         with self.index.read() as txn:
@@ -132,17 +160,17 @@ class Store:
                 dropped = txn.get(schema.version_key(number), db=self.index.dbs["dropped"])
                 why = "was dropped" if dropped is not None else "does not exist"
                 raise UnknownVersion(f"version v{number} {why}: see `dsfs log`")
-            return Version.from_record(schema.dec_msg(raw))
+            return self._checked_version(txn, schema.version_key(number), raw)
 
     def latest(self) -> Version | None:
         with self.index.read() as txn, txn.cursor(db=self.index.dbs["versions"]) as cur:
             if not cur.last():
                 return None
-            return Version.from_record(schema.dec_msg(cur.value()))
+            return self._checked_version(txn, cur.key(), cur.value())
 
     def tags(self) -> dict[str, int]:
         with self.index.read() as txn, txn.cursor(db=self.index.dbs["tags"]) as cur:
-            return {k.decode(): schema.dec_version_key(v) for k, v in cur}
+            return dict(schema.dec_tag(k, v) for k, v in cur)
 
     def tags_by_version(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
@@ -166,7 +194,7 @@ class Store:
         if raw is None:
             raise UnknownVersion(f"no version or tag named {spec!r}: see `dsfs log` and "
                                  "`dsfs tags`")
-        return self.version(schema.dec_version_key(raw))
+        return self.version(schema.dec_tag(schema.tag_key(name), raw)[1])
 
     def new_writer(self) -> ObjectWriter:
         return ObjectWriter(self.index, self.packs_dir, self.reader, self.config.zstd_level,
@@ -183,7 +211,7 @@ class Store:
             self.check_tag_name(tag)
         with self._commit_lock():
             with self.index.read() as txn:
-                n = schema.dec_u32(txn.get(schema.META_NEXT_VERSION, db=self.index.dbs["meta"]))
+                n = self._next_number(txn)
                 if tag is not None and txn.get(schema.tag_key(tag),
                                                db=self.index.dbs["tags"]) is not None:
                     raise UserError(f"tag {tag!r} already exists: choose another name or "
@@ -205,12 +233,43 @@ class Store:
                 txn.put(schema.version_key(n), record, db=dbs["versions"])
                 txn.put(schema.META_NEXT_VERSION, schema.enc_u32(n + 1), db=dbs["meta"])
                 if tag is not None:
-                    txn.put(schema.tag_key(tag), schema.version_key(n), db=dbs["tags"])
+                    txn.put(schema.tag_key(tag), schema.tag_value(tag, n), db=dbs["tags"])
                 if extra is not None:
                     extra(txn)
 
             writer.commit_with(index_it)
         return version
+
+    def rerecord_version(self, writer: ObjectWriter, version: Version) -> None:
+        """Record `version` under its own number, replacing what the index holds for it.
+
+        For repairs only (vfs.repair): a rewritten version, or one whose record only the old
+        index still had. The record goes into a pack too, so a rebuild finds it."""
+        with self._commit_lock():
+            record = schema.enc_msg(version.to_record())
+            writer.put_meta(ObjType.VERSION, record)
+
+            def index_it(txn: Any) -> None:
+                dbs = self.index.dbs
+                txn.put(schema.version_key(version.number), record, db=dbs["versions"])
+                following = schema.dec_u32(txn.get(schema.META_NEXT_VERSION, db=dbs["meta"]))
+                if following <= version.number:
+                    txn.put(schema.META_NEXT_VERSION, schema.enc_u32(version.number + 1),
+                            db=dbs["meta"])
+
+            writer.commit_with(index_it)
+
+    def _next_number(self, txn: Any) -> int:
+        """The number the next version gets: never one in use or dropped, even if the counter
+        in the index was damaged (a flipped bit must not overwrite a version)."""
+        dbs = self.index.dbs
+        raw = txn.get(schema.META_NEXT_VERSION, db=dbs["meta"])
+        n = schema.dec_u32(raw) if raw is not None and len(raw) == 4 else 1
+        for db in ("versions", "dropped"):
+            with txn.cursor(db=dbs[db]) as cur:
+                if cur.last():
+                    n = max(n, schema.dec_version_key(cur.key()) + 1)
+        return n
 
     @staticmethod
     def check_tag_name(name: str) -> None:
@@ -235,7 +294,7 @@ class Store:
             raise UserError(f"tag {name!r} already exists: `dsfs tag --delete {name}` first")
         self._log_event(RefEvent("tag", version.number, name, time.time_ns()),
                         lambda txn: txn.put(schema.tag_key(name),
-                                            schema.version_key(version.number),
+                                            schema.tag_value(name, version.number),
                                             db=self.index.dbs["tags"]))
         return version
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from vfs import schema
 from vfs.errors import CorruptData
-from vfs.head.check import HeadProblem, check_head
+from vfs.head.check import HeadProblem
+from vfs.head.check import check_head as head_problems
 from vfs.ids import ObjectId, ObjType, TreeId, short
 from vfs.model import Entry, Kind, Version
 from vfs.pack import REC_HEADER, pack_path
@@ -137,13 +138,13 @@ def _subset(jobs: list[tuple[str, int, bytes, ObjType, int, int]], fraction: flo
     return picked
 
 
-def verify_store(store: Store, read_data: bool = False,
-                 progress: Progress | None = None, subset: float | None = None) -> VerifyReport:
+def verify_store(store: Store, read_data: bool = False, progress: Progress | None = None,
+                 subset: float | None = None, check_head: bool = True) -> VerifyReport:
     """Check every version (and @head); with `read_data`, read and hash every chunk, or a
     random `subset` (0-1] of the packs' bytes."""
     progress = progress or NoProgress()
     report = VerifyReport()
-    versions = store.versions()
+    versions, unreadable = store.readable_versions()
     report.versions = len(versions)
     progress.start("verify: structure", None, "pages")
     try:
@@ -169,20 +170,24 @@ def verify_store(store: Store, read_data: bool = False,
                 progress.advance(stored_len)
         finally:
             progress.finish()
-    record_problems = _check_version_records(store, bad)
-    report.head_problems = check_head(store)
+    record_problems = _check_version_records(store, bad, skip=set(unreadable))
+    record_problems += [Problem(n, ".", why) for n, why in unreadable.items()]
+    if check_head:
+        report.head_problems = head_problems(store)
     report.damaged_objects = bad
-    if bad:
-        report.problems = record_problems + _name_damage(store, versions, bad)
+    report.problems = record_problems + (_name_damage(store, versions, bad) if bad else [])
     return report
 
 
-def _check_version_records(store: Store, bad: dict[bytes, str]) -> list[Problem]:
+def _check_version_records(store: Store, bad: dict[bytes, str], skip: set[int]
+                           ) -> list[Problem]:
     """The packed copy of each version record (what a rebuild of the index would use)."""
     problems: list[Problem] = []
     with store.index.read() as txn, txn.cursor(db=store.index.dbs["versions"]) as cur:
         records = [(schema.dec_version_key(k), bytes(v)) for k, v in cur]
     for number, raw in records:
+        if number in skip:
+            continue
         oid = version_object_id(raw)
         try:
             store.get_object(oid, ObjType.VERSION)

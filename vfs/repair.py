@@ -1,0 +1,249 @@
+"""`dsfs verify --repair`: make a damaged store consistent again and say exactly what was lost.
+
+Owns: the repair sequence (rebuild the index from the packs, find every object that is gone or
+damaged, rewrite each version that needs one so it no longer does) and the record of what each
+version lost. Never imports: daemon, trio, pyfuse3. Runs in the caller's thread, with @head's lock
+(no mount) and the gc lock (no import, commit or gc) held throughout.
+
+A rewritten version keeps its number, message, author, time and stats; its record gains a
+`Repair` (vfs.model) listing every lost path and the root it had before. Files whose chunks or
+chunk list are gone are left out, and so are directories whose listing is unreadable (their
+names are unknown); every path that could be read survives byte-identical. Repair never invents
+bytes: a file is either whole or absent, so the mount never serves zeros in place of lost data.
+
+Each version is rewritten in its own transaction (new tree pages and record sealed in a pack,
+then the index entry replaced), so a crash leaves every version either old or repaired and
+running the repair again finishes the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vfs import schema
+from vfs.errors import CorruptData, UserError
+from vfs.ids import ObjectId, TreeId
+from vfs.locks import flocked
+from vfs.model import Entry, Kind, LostPath, Repair, Version
+from vfs.objects import ObjectWriter
+from vfs.progress import NoProgress, Progress
+from vfs.reach import Reachable, content_objects
+from vfs.rebuild import RebuildReport, rebuild_index
+from vfs.salvage import SalvagedLog, salvage_log
+from vfs.store import Store
+from vfs.tree import build_tree
+from vfs.verify import VerifyReport, verify_store
+
+
+@dataclass
+class RepairReport:
+    rebuild: RebuildReport
+    damaged_objects: int = 0
+    restored: list[int] = field(default_factory=list)
+    """Versions only the old index still had a record of (now recorded in a pack again)."""
+    restored_tags: list[str] = field(default_factory=list)
+    rewritten: list[int] = field(default_factory=list)
+    """Numbers of the versions rewritten by this repair."""
+    lost: list[tuple[int, LostPath]] = field(default_factory=list)
+    """(version number, what it lost) for this repair, in version and path order."""
+
+
+@dataclass
+class _Fixed:
+    tree: TreeId
+    count: int
+    lost: list[LostPath]
+
+
+class _Fixer:
+    """Rewrites trees without what cannot be read; shared subtrees are visited once."""
+
+    def __init__(self, store: Store, bad: dict[bytes, str]) -> None:
+        self.store = store
+        self.bad = bad
+        self.writer: ObjectWriter | None = None
+        self.memo: dict[bytes, _Fixed] = {}
+        self.files: dict[bytes, str | None] = {}
+        self.holder = Reachable()
+
+    def tree(self, tree: TreeId) -> _Fixed:
+        done = self.memo.get(tree)
+        if done is not None:
+            return done
+        entries, lost = self._salvage(tree)
+        changed = bool(lost)
+        kept: list[Entry] = []
+        for e in entries:
+            if e.kind == Kind.DIR:
+                sub = self.tree(e.tree)
+                if sub.tree != e.tree:
+                    changed = True
+                    e = dataclasses.replace(e, ref=bytes(sub.tree), size=sub.count)
+                lost += [LostPath(_join(e.name, x.path), x.problem) for x in sub.lost]
+            elif e.kind == Kind.FILE:
+                problem = self._file_problem(e)
+                if problem is not None:
+                    changed = True
+                    lost.append(LostPath(e.name, problem))
+                    continue
+            kept.append(e)
+        if changed:
+            assert self.writer is not None
+            fixed = _Fixed(build_tree(kept, self.writer.put_meta), len(kept), lost)
+        else:
+            fixed = _Fixed(tree, len(kept), [])
+        self.memo[tree] = fixed
+        return fixed
+
+    def _salvage(self, tree: TreeId) -> tuple[list[Entry], list[LostPath]]:
+        """The entries of every readable leaf page of a directory, and what could not be read."""
+        entries: list[Entry] = []
+        lost: list[LostPath] = []
+        stack: list[tuple[ObjectId, int | None]] = [(ObjectId(tree), None)]
+        while stack:
+            oid, count = stack.pop()
+            problem = self.bad.get(oid)
+            page = None
+            if problem is None:
+                try:
+                    page = self.store.trees.page(oid)
+                except (CorruptData, ValueError, TypeError) as exc:
+                    problem = str(exc)
+            if page is None:
+                names = "all its names" if count is None else f"{count:,} names"
+                lost.append(LostPath(b"", f"directory listing unreadable ({names} lost): "
+                                          f"{problem}"))
+                continue
+            if page.level == 0:
+                entries.extend(page.entries)
+            else:
+                stack.extend(reversed([(r[1], r[2]) for r in page.rows]))
+        return entries, lost
+
+    def _file_problem(self, e: Entry) -> str | None:
+        ref = bytes(e.ref)
+        if ref in self.files:
+            return self.files[ref]
+        problem = None
+        for oid in content_objects(self.store, e, self.holder):
+            problem = self.bad.get(oid) or self.holder.broken.get(oid)
+            if problem is not None:
+                break
+        self.files[ref] = problem
+        return problem
+
+
+def _join(name: bytes, sub: bytes) -> bytes:
+    return name + b"/" + sub if sub else name + b"/"
+
+
+def repair_store(root: Path, read_data: bool = False,
+                 progress: Progress | None = None) -> RepairReport:
+    """Rebuild the index of the store at `root`, then drop every reference to what is gone."""
+    progress = progress or NoProgress()
+    with _no_mount(root):
+        salvaged = salvage_log(root / "index")
+        report = RepairReport(rebuild_index(root, progress))
+        with Store.open(root) as store:
+            _restore_log(store, salvaged, report)
+        with Store.open(root) as store, store.gc_lock():
+            found = verify_store(store, read_data=read_data, progress=progress, check_head=False)
+            report.damaged_objects = len(found.damaged_objects)
+            if found.damaged_objects:
+                _rewrite_versions(store, found, report, progress)
+    return report
+
+
+def _restore_log(store: Store, salvaged: SalvagedLog, report: RepairReport) -> None:
+    """Put back what only the old index still knew: versions whose record in the packs is
+    damaged or gone and, when some pack record was damaged, tags and drops whose event was.
+
+    The old index may itself be what is damaged (LMDB pages carry no checksums), so it only
+    fills gaps: a version is restored only under the number its own record names."""
+    damaged_packs = bool(report.rebuild.problems or report.rebuild.bad_records)
+    if salvaged.problem:
+        report.rebuild.problems.append(salvaged.problem)
+    known = {v.number for v in store.versions()}
+    with store.index.read() as txn, txn.cursor(db=store.index.dbs["dropped"]) as cur:
+        dropped = {schema.dec_version_key(bytes(k)) for k, _ in cur}
+    for n, raw in sorted(salvaged.versions.items()):
+        if n in known or n in dropped or n in salvaged.dropped:
+            continue
+        with store.writer_lock():
+            writer = store.new_writer()
+            try:
+                store.rerecord_version(writer, Version.from_record(schema.dec_msg(raw)))
+            except BaseException:
+                writer.abort()
+                raise
+        report.restored.append(n)
+        known.add(n)
+    if not damaged_packs:
+        return  # every tag and drop event was read from the packs: the old index adds nothing
+    tags = store.tags()
+    for name, n in sorted(salvaged.tags.items()):
+        if name not in tags and n in known and n not in salvaged.dropped:
+            try:
+                store.tag(f"v{n}", name)
+            except UserError as exc:
+                report.rebuild.problems.append(f"tag {name!r} of the old index not restored: "
+                                               f"{exc}")
+                continue
+            report.restored_tags.append(name)
+    for n in sorted(salvaged.dropped - dropped):
+        if n in known:
+            try:
+                store.drop(f"v{n}")
+            except UserError as exc:
+                report.rebuild.problems.append(f"v{n} was dropped but its drop was lost; "
+                                               f"it is back: {exc}")
+
+
+def _rewrite_versions(store: Store, found: VerifyReport, report: RepairReport,
+                      progress: Progress) -> None:
+    bad = found.damaged_objects
+    needing = sorted({p.version for p in found.problems})
+    fixer = _Fixer(store, bad)  # shared: a subtree common to many versions is rewritten once
+    progress.start("repair: rewriting versions", len(needing), "versions")
+    try:
+        for number in needing:
+            version = store.version(number)
+            writer = fixer.writer = store.new_writer()
+            try:
+                fixed = fixer.tree(version.root)
+                if fixed.tree == version.root:
+                    writer.abort()
+                    progress.advance(1)
+                    continue
+                previous = version.repair.lost if version.repair is not None else ()
+                original = version.repair.original_root if version.repair else version.root
+                root_entry = dataclasses.replace(version.root_entry, ref=bytes(fixed.tree),
+                                                 size=fixed.count)
+                repair = Repair(time.time_ns(), (*previous, *fixed.lost), bytes(original))
+                store.rerecord_version(writer, dataclasses.replace(
+                    version, root_entry=root_entry, repair=repair))
+            except BaseException:
+                writer.abort()
+                raise
+            report.rewritten.append(number)
+            report.lost += [(number, x) for x in sorted(fixed.lost, key=lambda x: x.path)]
+            progress.advance(1)
+    finally:
+        progress.finish()
+
+
+@contextmanager
+def _no_mount(root: Path) -> Iterator[None]:
+    """Hold @head's lock: a running mount serves from the index a repair replaces."""
+    locks = root / "locks"
+    if not locks.is_dir():
+        yield  # not a store, or one too damaged to have locks: rebuild_index says which
+        return
+    with flocked(locks / "head.lock", exclusive=True, wait=False,
+                 busy_message=f"store {root} is mounted: `dsfs umount` it first, then repair"):
+        yield
