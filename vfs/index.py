@@ -39,6 +39,7 @@ class Index:
                 lock=True, max_spare_txns=4)
         except lmdb.Error as exc:
             raise translate(exc, path) from None
+        self._check_length()
         self.dbs: dict[str, Any] = {}
         try:
             with self.env.begin(write=True) as txn:
@@ -49,6 +50,16 @@ class Index:
         if create:
             self._init_meta()
         self._check_format()
+
+    def _check_length(self) -> None:
+        """A data file shorter than the pages LMDB's meta page counts would kill the process
+        with SIGBUS on the first read past its end (the file is mapped): refuse it now."""
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        have = (self.path / "data.mdb").stat().st_size
+        if have < used:
+            self.env.close()
+            raise NotAStore(f"the index at {self.path} is damaged (cut short: {have:,} of "
+                            f"{used:,} bytes): run `dsfs verify --repair`")
 
     def _init_meta(self) -> None:
         with self.write() as txn:
