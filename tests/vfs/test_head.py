@@ -286,6 +286,49 @@ def test_a_flipped_bit_in_an_overlay_file_is_reported_not_served(head: HeadSessi
     assert fs.read(fs.node(ino), 16_384, 100) == b"Z" * 100
 
 
+def test_an_overlay_cut_short_is_reported_not_served_as_base_bytes(store: Store,
+                                                                   src: Path) -> None:
+    from vfs.errors import CorruptData
+    from vfs.verify import verify_store
+
+    import_tree(store, src, message="v1")
+    with open_head(store) as session:
+        write_at(session.fs, "big.bin", 0, b"N" * 20_000)  # a first write of these blocks
+        ino = path_ino(session.fs, "big.bin")
+        path = session.fs.overlays.path(ino)
+    os.truncate(path, 8192)  # at rest, after a clean stop: two blocks of five remain
+    assert [p.problem for p in verify_store(store).head_problems] == [
+        f"written block at offset {off} fails its checksum or is gone"
+        for off in (8192, 12_288, 16_384)]
+    with open_head(store) as session:
+        fs = session.fs
+        assert fs.read(fs.node(ino), 0, 8192) == b"N" * 8192
+        with pytest.raises(CorruptData, match="gone from its overlay"):
+            fs.read(fs.node(ino), 8000, 1000)
+        from vfs.head.commit import commit as commit_head
+        with pytest.raises(CorruptData):
+            commit_head(fs, "must not record the base's bytes")
+
+
+def test_after_a_crash_a_first_write_whose_bytes_never_landed_reads_as_unwritten(
+        store: Store, src: Path) -> None:
+    import_tree(store, src, message="v1")
+    base = (src / "big.bin").read_bytes()
+    with open_head(store) as session:
+        write_at(session.fs, "big.bin", 0, b"N" * 20_000)
+        ino = path_ino(session.fs, "big.bin")
+        path = session.fs.overlays.path(ino)
+    import sqlite3
+    conn = sqlite3.connect(session.db.path)  # as if that session had been killed
+    conn.execute("INSERT OR REPLACE INTO meta VALUES('running', 1)")
+    conn.commit()
+    conn.close()
+    os.truncate(path, 8192)  # sums landed, the bytes of the last three blocks did not
+    with open_head(store) as session:
+        got = read_all(session.fs, "big.bin")
+        assert got[:8192] == b"N" * 8192 and got[8192:20_480] == base[8192:20_480]
+
+
 def test_a_damaged_row_of_the_head_database_is_reported(head: HeadSession) -> None:
     import sqlite3
 

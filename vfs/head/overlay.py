@@ -27,6 +27,7 @@ space (unlink, truncate, rename, a fresh create) still find room for head.db's l
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -91,6 +92,8 @@ class Overlays:
         """Nodes written since the last sync_all (their descriptors may be closed since)."""
         self._lock = threading.Lock()
         self._created: set[int] = set()
+        self.check_holes = not self.whole_copy
+        """Holes with sums are damage (off until a crash's leftovers are cleared at open)."""
         self.reserve = 0
         if probe:
             st = os.statvfs(directory)
@@ -174,10 +177,19 @@ class Overlays:
             current = _SUM.unpack_from(old_sums, i * _SUM.size)[0]
             entries += _SUM.pack(zlib.crc32(block), current)
         _pwrite_all(sfd, bytes(entries), first * _SUM.size)
-        if zero_from is None:
-            _pwrite_all(fd, payload, at)
-        else:
-            os.ftruncate(fd, zero_from)
+        try:
+            if zero_from is None:
+                _pwrite_all(fd, payload, at)
+            else:
+                os.ftruncate(fd, zero_from)
+        except OSError:
+            # blocks this write left holes (a full disk) were never written: say so, or they
+            # would read as lost bytes; blocks that landed match their new or old sum
+            with contextlib.suppress(OSError):
+                for b in range(first, last + 1):
+                    if not self._is_data(fd, b * BLOCK):
+                        _pwrite_all(sfd, bytes(_SUM.size), b * _SUM.size)
+            raise
 
     def read_checked(self, ino: int, offset: int, length: int, what: str = "") -> bytes:
         """Written bytes of the overlay, every block checked against its sum."""
@@ -203,10 +215,11 @@ class Overlays:
         lo = offset - first * BLOCK
         return bytes(mv[lo:lo + length])
 
-    def damaged_blocks(self, ino: int, size: int) -> list[int]:
-        """Offsets of written blocks that fail their sums (for verify)."""
-        bad: list[int] = []
-        for a, b in self.data_ranges(ino, 0, size):
+    def damaged_blocks(self, ino: int, size: int, first_writes_ok: bool = False) -> list[int]:
+        """Offsets of written blocks that fail their sums or are gone (for verify)."""
+        ranges = self.data_ranges(ino, 0, size, check=False)
+        bad = self.lost_blocks(ino, 0, size, ranges, first_writes_ok) if size else []
+        for a, b in ranges:
             pos = a - a % BLOCK
             while pos < b:
                 step = min(b - pos, 256 * BLOCK)
@@ -241,13 +254,75 @@ class Overlays:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def data_ranges(self, ino: int, start: int, end: int) -> list[tuple[int, int]]:
-        """The written (start, end) ranges of a node's overlay within [start, end)."""
+    def data_ranges(self, ino: int, start: int, end: int, what: str = "",
+                    check: bool = True) -> list[tuple[int, int]]:
+        """The written (start, end) ranges of a node's overlay within [start, end).
+
+        With `check`, a block that is a hole but has a sum was written and has since been
+        lost (the overlay cut short or holed): CorruptData rather than the base's bytes."""
         if start >= end:
             return []
         fd = self._fd(ino, create=False)
-        if fd is None:
+        out = [] if fd is None else self._ranges(fd, start, end)
+        if check and self.check_holes:
+            lost = self.lost_blocks(ino, start, end, out)
+            if lost:
+                raise CorruptData(f"{what or f'@head inode {ino}'}: written bytes at offset "
+                                  f"{lost[0]} are gone from its overlay "
+                                  f"{self.path(ino).name} (cut short or holed)")
+        return out
+
+    def lost_blocks(self, ino: int, start: int, end: int, ranges: list[tuple[int, int]],
+                    first_writes_ok: bool = False) -> list[int]:
+        """Offsets of blocks in [start, end) outside `ranges` (holes) whose sums say written.
+
+        `first_writes_ok` skips blocks whose sum entry says "unwritten before": a first write
+        whose sums landed and whose bytes are still on their way (a live mount) or were lost
+        (a crash), which an outside observer cannot tell from damage."""
+        if ranges == [(start, end)]:
             return []
+        sfd = self._sum_fd(ino, create=False)
+        if sfd is None:
+            return []
+        first, last = start // BLOCK, (end - 1) // BLOCK
+        sums = os.pread(sfd, (last - first + 1) * _SUM.size, first * _SUM.size)
+        if not sums.strip(b"\0"):
+            return []
+        covered = bytearray(last - first + 1)
+        for a, b in ranges:
+            for blk in range(a // BLOCK, (b - 1) // BLOCK + 1):
+                if first <= blk <= last:
+                    covered[blk - first] = 1
+        lost: list[int] = []
+        for i in range(len(sums) // _SUM.size):
+            if covered[i]:
+                continue
+            now, before = _SUM.unpack_from(sums, i * _SUM.size)
+            if (now or before) and not (first_writes_ok and before == 0):
+                lost.append((first + i) * BLOCK)
+        return lost
+
+    def forget_lost_blocks(self) -> int:
+        """After a crash: sums of blocks whose bytes never reached the overlay (a write cut
+        between its sums and its data, a truncation cut between its two files) are cleared,
+        so those blocks read as never written. Returns how many were cleared."""
+        cleared = 0
+        for ino in self.stored_inos():
+            fd = self._fd(ino, create=False)
+            sfd = self._sum_fd(ino, create=False)
+            if fd is None or sfd is None:
+                continue
+            blocks = os.fstat(sfd).st_size // _SUM.size
+            if blocks == 0:
+                continue
+            end = blocks * BLOCK
+            for off in self.lost_blocks(ino, 0, end, self._ranges(fd, 0, end)):
+                _pwrite_all(sfd, bytes(_SUM.size), off // BLOCK * _SUM.size)
+                cleared += 1
+            self.close_file(ino)
+        return cleared
+
+    def _ranges(self, fd: int, start: int, end: int) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []
         pos = start
         while pos < end:
@@ -268,7 +343,7 @@ class Overlays:
         return self.read_checked(ino, offset, length, what)
 
     def written_bytes(self, ino: int, size: int) -> int:
-        return sum(b - a for a, b in self.data_ranges(ino, 0, size))
+        return sum(b - a for a, b in self.data_ranges(ino, 0, size, check=False))
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from vfs.errors import DsfsError, HeadBusy, UnknownVersion, UserError
 from vfs.head.commit import recover
@@ -40,9 +41,11 @@ class HeadSession:
 
     def close(self) -> None:
         # a clean stop leaves everything on disk (on a full disk, what was written stays in
-        # the page cache and the log)
+        # the page cache and the log, and the next open treats this as a crash)
         with contextlib.suppress(DsfsError, OSError):
             self.fs.sync_all(checkpoint=True)
+            self.db.set_meta("running", 0)
+            self.db.sync(checkpoint=True)
         self.overlays.close()
         self.db.close()
         os.close(self.lock_fd)
@@ -92,6 +95,21 @@ def _reset_state(db: HeadDB, overlays: Overlays, base: Version) -> None:
         overlays.remove(ino)
 
 
+def head_in_use(root: Path) -> bool:
+    """Whether a process (a mount) holds @head's lock right now."""
+    try:
+        fd = os.open(root / "locks" / "head.lock", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def open_head(store: Store) -> HeadSession:
     """Take @head's lock and open its state (creating it on first use)."""
     lock_path = store.root / "locks" / "head.lock"
@@ -120,6 +138,11 @@ def open_head(store: Store) -> HeadSession:
             base = store.latest() or empty_base(os.getuid(), os.getgid())
             _reset_state(db, overlays, base)
         overlays.sync_files()
+        if db.meta("running") == 1:
+            overlays.forget_lost_blocks()  # the last session did not stop cleanly
+            overlays.sync_files()
+        db.set_meta("running", 1)
+        db.sync()
         session = HeadSession(store, db, overlays, HeadFS(store, db, overlays, base), fd)
         recover(session.fs)
         _remove_unreferenced(db, overlays)
