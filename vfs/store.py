@@ -62,6 +62,8 @@ class Store:
         self.reader = ObjectReader(index, self.packs_dir)
         self.trees = TreeReader(self.reader.get)
         self.contents = ContentReader(self.reader.get, ChunkCache(cache_bytes))
+        self._checked: dict[bytes, Version] = {}
+        """Version records already proven against their copy in the packs."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -123,6 +125,10 @@ class Store:
     def _checked_version(self, txn: Any, key: bytes, raw: bytes) -> Version:
         """Decode a version record of the index, proving it against its copy in the packs:
         LMDB has no checksums, and a flipped bit must not change what a version is."""
+        raw = bytes(raw)
+        known = self._checked.get(raw)
+        if known is not None and known.number == schema.dec_version_key(bytes(key)):
+            return known  # proven before (a mount re-reads the log every second)
         number = schema.dec_version_key(bytes(key))
         where = txn.get(hash_object(ObjType.VERSION, bytes(raw)), db=self.index.dbs["objects"])
         try:
@@ -134,6 +140,9 @@ class Store:
         except (CorruptData, ValueError, TypeError, KeyError, IndexError) as exc:
             raise CorruptData(f"the index's record of v{number} is damaged ({exc}): "
                               f"{schema.DAMAGED}") from None
+        if len(self._checked) > 100_000:
+            self._checked.clear()
+        self._checked[raw] = version
         return version
 
     def versions(self) -> list[Version]:
