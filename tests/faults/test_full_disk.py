@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.faults.loopfs import Filler, LoopFs, MiB, free_bytes, loop_fs, require_loop, used_bytes
+from tests.faults.storeutil import manifest
 from tests.mountutil import dsfs_argv, mounted, wait_for
 from tests.treeutil import snapshot, write
-from vfs.model import Kind
-from vfs.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -61,30 +60,6 @@ def random_tree(root: Path, seed: int, files: int, size: int) -> dict[str, bytes
     out[f"notes-{seed}.txt"] = b"seed %d\n" % seed
     for rel, data in out.items():
         write(root / rel, data)
-    return out
-
-
-def manifest(store_root: Path) -> dict[str, dict[str, str]]:
-    """version name -> {path: sha256 of a file, or 'dir'} for every version, read in-process
-    (every object read is checked against its hash)."""
-    out: dict[str, dict[str, str]] = {}
-    with Store.open(store_root) as store:
-        for v in store.versions():
-            files: dict[str, str] = {}
-            stack = [(v.root_entry, "")]
-            while stack:
-                entry, prefix = stack.pop()
-                for e in store.list_dir(entry):
-                    rel = prefix + os.fsdecode(e.name)
-                    if e.kind == Kind.DIR:
-                        files[rel] = "dir"
-                        stack.append((e, rel + "/"))
-                    elif e.kind == Kind.FILE:
-                        h = hashlib.sha256()
-                        for off in range(0, e.size, 4 * MiB):
-                            h.update(store.read(e, off, min(4 * MiB, e.size - off)))
-                        files[rel] = h.hexdigest()
-            out[v.name] = files
     return out
 
 

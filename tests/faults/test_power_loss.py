@@ -72,11 +72,10 @@ from tests.faults.loopfs import (
     require_loop,
     sparse_copy,
 )
+from tests.faults.storeutil import manifest
 from tests.mountutil import Daemon, dsfs_argv, mounted
 from tests.treeutil import write
 from vfs.fsutil import fsync_dir
-from vfs.model import Kind
-from vfs.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -332,27 +331,6 @@ class Copy:
     during: str = ""  # the import or commit that was running, if any
 
 
-def version_files(store_root: Path) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    with Store.open(store_root) as store:
-        for v in store.versions():
-            files: dict[str, str] = {}
-            stack = [(v.root_entry, "")]
-            while stack:
-                entry, prefix = stack.pop()
-                for e in store.list_dir(entry):
-                    rel = prefix + os.fsdecode(e.name)
-                    if e.kind == Kind.DIR:
-                        stack.append((e, rel + "/"))
-                    elif e.kind == Kind.FILE:
-                        h = hashlib.sha256()
-                        for off in range(0, e.size, 4 * MiB):
-                            h.update(store.read(e, off, min(4 * MiB, e.size - off)))
-                        files[rel] = h.hexdigest()
-            out[v.name] = files
-    return out
-
-
 def classify(got: bytes, allowed: list[bytes | None]) -> str:
     """"ok": one of the allowed contents; "torn": each byte is some allowed content's byte at
     that offset (a mix of old and new blocks, or a prefix); "zeros": bytes are zero where no
@@ -411,7 +389,7 @@ def check_copy(copy: Copy, model: Model, tmp: Path, seed: int, findings: list[st
                 rel = problem["path"].removeprefix("@head/")
                 assert _closed_only(model, rel, copy), f"{why}: verify: {problem}"
                 findings.append(f"{why}: verify reports torn unsynced @head/{rel}")
-            found = version_files(store)
+            found = manifest(store, dirs=False)
             findings.append(f"{why}: versions {sorted(found, key=lambda n: int(n[1:]))}")
             _check_versions(found, model, copy, why)
             mnt = tmp / f"{copy.image.stem}-mnt"
