@@ -165,7 +165,11 @@ def _restore_log(store: Store, salvaged: SalvagedLog, report: RepairReport) -> N
 
     The old index may itself be what is damaged (LMDB pages carry no checksums), so it only
     fills gaps: a version is restored only under the number its own record names."""
-    damaged_packs = bool(report.rebuild.problems or report.rebuild.bad_records)
+    present = {f.name for f in store.packs_dir.glob("*/*") if f.parent.name != "tmp"}
+    missing = sorted(salvaged.packs - present)
+    damaged_packs = bool(report.rebuild.problems or report.rebuild.bad_records or missing)
+    report.rebuild.problems += [f"pack {name[:12]} (known to the old index) is missing"
+                                for name in missing]
     if salvaged.problem:
         report.rebuild.problems.append(salvaged.problem)
     known = {v.number for v in store.versions()}
@@ -183,10 +187,13 @@ def _restore_log(store: Store, salvaged: SalvagedLog, report: RepairReport) -> N
                 raise
         report.restored.append(n)
         known.add(n)
-    if not damaged_packs:
-        return  # every tag and drop event was read from the packs: the old index adds nothing
     tags = store.tags()
-    for name, n in sorted(salvaged.tags.items()):
+    # tags with a CRC are trusted; drops and legacy tags of an index that may be what is
+    # damaged only when something shows that events were lost from the packs
+    restore = dict(salvaged.tags)
+    if damaged_packs:
+        restore.update(salvaged.legacy_tags)
+    for name, n in sorted(restore.items()):
         if name not in tags and n in known and n not in salvaged.dropped:
             try:
                 store.tag(f"v{n}", name)
@@ -195,6 +202,8 @@ def _restore_log(store: Store, salvaged: SalvagedLog, report: RepairReport) -> N
                                                f"{exc}")
                 continue
             report.restored_tags.append(name)
+    if not damaged_packs:
+        return
     for n in sorted(salvaged.dropped - dropped):
         if n in known:
             try:

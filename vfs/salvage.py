@@ -29,7 +29,12 @@ class SalvagedLog:
     versions: dict[int, bytes] = field(default_factory=dict)
     """Version number -> its msgpack record, for records that decode as that version."""
     tags: dict[str, int] = field(default_factory=dict)
+    """Tags whose entry carries a CRC of name and number (a flipped bit cannot forge one)."""
+    legacy_tags: dict[str, int] = field(default_factory=dict)
+    """Tags of an index written before tag CRCs: trusted only with other evidence of loss."""
     dropped: set[int] = field(default_factory=set)
+    packs: set[str] = field(default_factory=set)
+    """Names of the packs the old index knew."""
     problem: str = ""
     """Why nothing (or only part) could be read, for the repair's report."""
 
@@ -61,8 +66,10 @@ def _decode(raw: dict[str, Any]) -> SalvagedLog:
                 log.versions[int(n)] = bytes(record)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, CorruptData):
             log.problem = f"the old index's record of v{n} is damaged"
-    log.tags = {str(name): int(n) for name, n in raw["tags"]}
+    for name, n, checked in raw["tags"]:
+        (log.tags if checked else log.legacy_tags)[str(name)] = int(n)
     log.dropped = {int(n) for n in raw["dropped"]}
+    log.packs = {str(name) for name in raw["packs"]}
     return log
 
 
@@ -70,7 +77,7 @@ def _dump(index_dir: Path) -> bytes:
     from vfs.index import Index
 
     index = Index(index_dir)  # read only in effect: nothing is written
-    out: dict[str, list[Any]] = {"versions": [], "tags": [], "dropped": []}
+    out: dict[str, list[Any]] = {"versions": [], "tags": [], "dropped": [], "packs": []}
     with index.read() as txn:
         for db, key in (("versions", "versions"), ("dropped", "dropped")):
             with txn.cursor(db=index.dbs[db]) as cur:
@@ -80,8 +87,15 @@ def _dump(index_dir: Path) -> bytes:
         with txn.cursor(db=index.dbs["tags"]) as cur:
             for k, v in cur:
                 try:
-                    out["tags"].append(list(schema.dec_tag(bytes(k), bytes(v))))
+                    name, number = schema.dec_tag(bytes(k), bytes(v))
                 except CorruptData:
+                    continue
+                out["tags"].append([name, number, len(v) > 4])  # with a CRC, or legacy
+        with txn.cursor(db=index.dbs["packs"]) as cur:
+            for _, v in cur:
+                try:
+                    out["packs"].append(str(schema.dec_msg(bytes(v))["name"]))
+                except (CorruptData, KeyError, TypeError):
                     continue
     index.close()
     return schema.enc_msg(out)

@@ -11,7 +11,10 @@ SIGKILLs the daemon or the command at a seeded random instant, and checks:
   mounted @head it was committed from, modes, owners, mtimes, symlinks and hard links included;
 * the interrupted operation happened entirely or not at all: a version is there with exactly the
   right content (and its tag), or neither is; @head changes are still uncommitted with the same
-  content, or committed with it; gc and `verify --repair` leave every live version intact;
+  content, or committed with it; gc and `verify --repair` leave every live version intact
+  (with a pack deleted first, `lost-pack`: every version keeps its number, message and tags,
+  every path it still has is byte-identical, every path it lost is listed in its repair
+  record, and repairing again changes nothing);
 * every @head change a writer saw complete before the crash (a file closed, a rename, an unlink)
   is there after a remount, with its bytes; and the store still works: what did not happen is
   done again to completion and checked.
@@ -30,8 +33,9 @@ point, and sometimes after the end). A writer in @head writes continuously; the 
 
 A trial's seed fixes its plan (mode, fraction, damage, the writer's operations), not the exact
 instant: the clock decides that. Outcomes: "happened", "did not happen", "partial" (only where
-that is the documented behaviour: gc frees space pack by pack, and a file open for writing in
-@head when the daemon died may hold any part of what was being written), "failed".
+that is the documented behaviour: gc frees space pack by pack, a repair of lost data rewrites
+version by version, and a file open for writing in @head when the daemon died may hold any part
+of what was being written), "failed".
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from daemon.mount import is_stale, mounted_at
 from tests.mountutil import Daemon, answers, dsfs_argv, force_unmount, wait_for
 from tests.treeutil import snapshot
 from vfs import schema
+from vfs.errors import DsfsError
 from vfs.gc import collect_garbage
 from vfs.importer import import_tree
 from vfs.model import Entry, Kind, Version
@@ -74,7 +79,7 @@ TIMEOUT = 60.0
 POLL = 0.001
 WRITE_WINDOW = 2.0
 """Seconds after a writer's first operation within which the daemon is killed."""
-REPAIR_DAMAGE = ("delete", "truncate", "garbage", "no-index", "intact")
+REPAIR_DAMAGE = ("delete", "truncate", "garbage", "no-index", "intact", "lost-pack")
 COMMIT_ARGS = ["commit", "-m", "torture", "--tag", "torture"]
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 CHILD_ENV.setdefault("PYTHONPYCACHEPREFIX", os.path.join(os.environ.get("TMPDIR", "/tmp"),
@@ -316,14 +321,20 @@ class Command:
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
 
-    def check_exit(self, killed: bool) -> int:
-        """A command that was not killed exits 0 and never with a traceback."""
+    def check_exit(self, killed: bool, ok: tuple[int, ...] = (0,)) -> int:
+        """A command that was not killed exits with an `ok` status, never with a traceback."""
         rc = self.wait()
         what = f"dsfs {' '.join(self.args)}"
         check("Traceback" not in self.stderr, f"{what} crashed:\n{self.stderr}")
         if not killed or rc != -signal.SIGKILL:
-            check(rc == 0, f"{what} failed on its own (exit {rc}):\n{self.stderr}")
+            check(rc in ok, f"{what} failed on its own (exit {rc}):\n{self.stderr}")
         return rc
+
+
+def biggest_pack(store: Path) -> Path:
+    """The pack whose loss costs the most files (the one a repair has most to rewrite for)."""
+    packs = [p for p in (store / "packs").glob("*/*") if p.parent.name != "tmp"]
+    return max(packs, key=lambda p: (p.stat().st_size, p.name))
 
 
 def copy_store(src: Path, dest: Path) -> None:
@@ -700,14 +711,17 @@ class Torture:
             "commit-cli": ("commit", COMMIT_ARGS),
             "gc": ("gc", ["gc"]),
             "repair": ("gc", ["verify", "--repair"]),
+            "repair-lost-pack": ("gc", ["verify", "--repair"]),
         }[key]
         copy_store(self.template(template).store, store)
         if key == "repair":
             (store / "index" / "data.mdb").unlink()
+        elif key == "repair-lost-pack":
+            biggest_pack(store).unlink()
         cmd = Command(store, args, scratch, key)
         began = cmd.wait_work()
         end = cmd.wait_output()
-        cmd.check_exit(killed=False)
+        cmd.check_exit(killed=False, ok=(1,) if key == "repair-lost-pack" else (0,))
         assert began is not None, f"dry run of {key} exited before it opened the store"
         self.durations[key] = end - began
 
@@ -782,14 +796,14 @@ class Torture:
     # -- kind: import ------------------------------------------------------------------------
 
     def _kill_command(self, trial: Trial, cmd: Command, plan: KillPlan,
-                      duration: float) -> int:
+                      duration: float, ok: tuple[int, ...] = (0,)) -> int:
         """Kill `cmd` `plan.delay(duration)` after it began working on the store."""
         began = cmd.wait_work()
         if began is not None:
             cmd.sleep_until(began + plan.delay(duration))
         trial.killed = cmd.kill()
         trial.mark("kill")
-        return cmd.check_exit(trial.killed)
+        return cmd.check_exit(trial.killed, ok)
 
     def _trial_import(self, trial: Trial, rng: random.Random, tdir: Path,
                       mounts: Mounts) -> None:
@@ -887,13 +901,17 @@ class Torture:
                 f.write(rng.randbytes(8192))
         elif damage == "no-index":
             shutil.rmtree(store / "index")
+        elif damage == "lost-pack":  # the index is whole: repair's version rewriting is killed
+            biggest_pack(store).unlink()
+            duration = self.duration("repair-lost-pack")
+            trial.plan = plan.describe(duration)
         old_ino = data.stat().st_ino if data.exists() else None
         self._kill_command(trial, Command(store, ["verify", "--repair"], tdir, "repair"), plan,
-                           duration)
+                           duration, ok=(1,) if damage == "lost-pack" else (0,))
         swapped = data.exists() and data.stat().st_ino != old_ino
         trial.outcome = "happened" if swapped else "did not happen"
         trial.detail = f"index {damage}" + ("" if data.exists() else ", none left by the kill")
-        whole = swapped or (damage == "intact" and data.exists())
+        whole = damage != "lost-pack" and (swapped or (damage == "intact" and data.exists()))
         if whole:
             # the index in place is whole (the rebuilt one, or the intact one left alone): the
             # store works without another repair
@@ -901,7 +919,31 @@ class Torture:
             trial.mark("verify")
             self._check_rebuilt(store, t, "after the kill")
             trial.mark("check")
+        if damage == "lost-pack":
+            try:
+                with Store.open(store) as s:
+                    rewritten = [v.name for v in s.versions() if v.repair is not None]
+            except DsfsError:
+                rewritten = []
+            # each version is rewritten whole or not at all; some may be done at the kill
+            trial.outcome = ("did not happen" if not rewritten else
+                             "partial" if trial.killed else "happened")
+            if rewritten:
+                trial.detail += f", killed after rewriting {', '.join(rewritten)}"
         res = run_dsfs(store, "verify", "--repair")
+        if damage == "lost-pack":
+            # exit 1 if this run dropped what was lost, 0 if the killed one already had
+            check(res.returncode in (0, 1), f"`dsfs verify --repair` after the kill exited "
+                                            f"{res.returncode}:\n{res.stdout}{res.stderr}")
+            trial.mark("repair")
+            lost = self._check_repaired(store, t, "after a second repair")
+            trial.detail += f", {lost} paths lost and listed"
+            again = run_dsfs(store, "verify", "--repair")
+            check(again.returncode == 0, f"a third repair still found damage:\n{again.stdout}")
+            check(self._check_repaired(store, t, "after a third repair") == lost,
+                  "a third repair changed what was lost")
+            trial.mark("check")
+            return
         check(res.returncode == 0, f"`dsfs verify --repair` after the kill exited "
                                    f"{res.returncode}:\n{res.stdout}{res.stderr}")
         trial.mark("repair")
@@ -910,6 +952,36 @@ class Torture:
             trial.mark("verify")
         self._check_rebuilt(store, t, "after a second repair", read_data=whole)
         trial.mark("check")
+
+    def _check_repaired(self, store_path: Path, t: Template, why: str) -> int:
+        """After a repair of lost data: the same versions, tags and messages; every path a
+        version still has is exactly what was recorded; every path it lost is listed in its
+        repair record. Returns how many paths were listed as lost."""
+        listed = 0
+        with Store.open(store_path) as store:
+            versions = {v.number: v for v in store.versions()}
+            check(sorted(versions) == sorted(t.versions),
+                  f"{why}: versions {sorted(versions)}, expected {sorted(t.versions)}")
+            check(store.tags() == t.tags, f"{why}: tags {store.tags()}, expected {t.tags}")
+            for n, want in t.versions.items():
+                v = versions[n]
+                check(v.message == want.message, f"{why}: v{n} message {v.message!r}")
+                lost = [x.path for x in v.repair.lost] if v.repair is not None else []
+                listed += len(lost)
+                got = version_snap(store, v)
+
+                def same(a: tuple, b: tuple) -> bool:
+                    # a hard-link group is named after its first member, which may be lost
+                    return a == b or (len(a) == len(b) == 9 and a[:8] == b[:8])
+
+                wrong = [p for p in got if p not in want.snap or not same(got[p], want.snap[p])]
+                check(not wrong, f"{why}: v{n} holds what was never recorded at {wrong[:5]}")
+                unlisted = [p for p in want.snap if p not in got and not any(
+                    p == x or x == b"" or (x.endswith(b"/") and p.startswith(x)) for x in lost)]
+                check(not unlisted, f"{why}: v{n} lost {unlisted[:5]} without listing them")
+            report = verify_store(store, read_data=True)
+            check(report.ok, f"{why}: verify: {report.problems} {report.damaged_objects}")
+        return listed
 
     def _check_rebuilt(self, store: Path, t: Template, why: str,
                        read_data: bool = False) -> None:

@@ -174,3 +174,20 @@ def test_cli_repair_lists_lost_paths_and_exits_1_then_verify_is_clean(built: Bui
     log = json.loads(_dsfs(built.store, "log", "--json").stdout)
     assert [len(v["repaired"]["lost"]) for v in log] == [3, 2]
     assert "[repaired: 3 paths lost]" in _dsfs(built.store, "log").stdout.decode()
+
+
+def test_a_tag_whose_event_pack_is_gone_is_restored_from_the_old_index(built: Built) -> None:
+    with Store.open(built.store) as store:
+        before = {p.name for p in store.packs_dir.glob("*/*")}
+        store.tag("v1", "baseline")
+        [event_pack] = [p for p in store.packs_dir.glob("*/*") if p.name not in before]
+    event_pack.unlink()
+    report = repair_store(built.store)
+    assert report.restored_tags == ["baseline"] and report.lost == []
+    assert any("is missing" in p for p in report.rebuild.problems)
+    with Store.open(built.store) as store:
+        assert store.tags() == {"baseline": 1}
+        assert verify_store(store, read_data=True).ok
+    rebuild_index(built.store)  # the restored tag's event is in a pack again
+    with Store.open(built.store) as store:
+        assert store.tags() == {"baseline": 1}
