@@ -334,7 +334,10 @@ def commit(fs: HeadFS, message: str, tag: str | None = None, allow_empty: bool =
             token = secrets.token_hex(16)
             db.put_plan(builder.plan_rows())
             db.set_meta("pending", token)
-            fs.sync_all()
+            # the plan and token must be durable before the version is: recovery finds its
+            # way by them. The overlays need no fsync: their bytes are in the new packs,
+            # which record_version syncs, and a commit that fails leaves them as they were
+            db.sync()
             version = store.record_version(writer, root_entry, message, stats,
                                            source=f"head:{token}", parent=fs.base.number,
                                            tag=tag)
@@ -370,7 +373,8 @@ def apply_plan(fs: HeadFS, version: Version) -> None:
         db.set_meta("pending", None)
     for ino in cleared:
         with fs.stripe(ino):
-            fs.overlays.clear(ino)
+            fs.overlays.discard(ino)
+    fs.overlays.purge_trash_in_background()
     fs.rebase(version)
 
 

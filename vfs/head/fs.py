@@ -649,15 +649,22 @@ class HeadFS:
         return "@head/" + os.fsdecode(b"/".join(reversed(parts)))
 
     def read_into(self, n: HNode, view: memoryview, offset: int) -> int:
-        """Fill `view` with the file's bytes at `offset` (any thread); the count read."""
+        """Fill `view` with the file's bytes at `offset` (any thread); the count read. Written
+        bytes go straight into `view` (commit reads every changed file this way)."""
         with self.stripe(n.ino):
             n = self.db.node(n.ino) or n
             end = min(offset + len(view), n.size)
             if offset >= end:
                 return 0
-            data = self._read_locked(n, offset, end)
-        view[:len(data)] = data
-        return len(data)
+            pos = offset
+            for a, b in self.overlays.data_ranges(n.ino, offset, end):
+                if a > pos:
+                    view[pos - offset:a - offset] = self._base_or_zeros(n, pos, a)
+                self.overlays.read_into(n.ino, view[a - offset:b - offset], a)
+                pos = b
+            if pos < end:
+                view[pos - offset:end - offset] = self._base_or_zeros(n, pos, end)
+        return end - offset
 
     def _read_locked(self, n: HNode, offset: int, end: int) -> bytes:
         pieces: list[bytes] = []

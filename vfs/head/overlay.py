@@ -1,7 +1,8 @@
 """Overlay files: the bytes written into @head files, kept apart from their base content.
 
 Owns: the files under `STORE/head/data/`, one sparse file per written node, and which byte ranges
-of a node were written. Never imports: daemon, trio, pyfuse3. Thread-safe (descriptors are
+of a node were written; `STORE/head/trash/`, where files a commit or reset discarded wait for a
+background thread to free their blocks. Never imports: daemon, trio, pyfuse3. Thread-safe (descriptors are
 shared; pread/pwrite need no lock).
 
 Copy-on-write at block granularity: a node's overlay file holds data exactly in the blocks that
@@ -29,9 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +95,13 @@ class Overlays:
         """Nodes written since the last sync_all (their descriptors may be closed since)."""
         self._lock = threading.Lock()
         self._created: set[int] = set()
+        self.trash = directory.parent / "trash"
+        """Overlay files a commit discarded, waiting for their blocks to be freed."""
+        if probe:
+            self.trash.mkdir(mode=0o700, exist_ok=True)
+        self._discards = itertools.count(time.time_ns())
+        self._purger: threading.Thread | None = None
+        self._purge_again = False
         self.check_holes = not self.whole_copy
         """Holes with sums are damage (off until a crash's leftovers are cleared at open)."""
         self.reserve = 0
@@ -214,6 +224,37 @@ class Overlays:
                                   f"{self.path(ino).name})")
         lo = offset - first * BLOCK
         return bytes(mv[lo:lo + length])
+
+    def read_into(self, ino: int, view: memoryview, offset: int, what: str = "") -> None:
+        """Fill `view` with written bytes at `offset`, like read_checked, but reading the
+        whole blocks in the middle straight into `view` (no copies: commit reads every
+        written byte this way)."""
+        end = offset + len(view)
+        lo = -(-offset // BLOCK) * BLOCK
+        hi = end // BLOCK * BLOCK
+        fd = self._fd(ino, create=False)
+        if fd is None or hi - lo < 16 * BLOCK:
+            view[:] = self.read_checked(ino, offset, len(view), what)
+            return
+        if lo > offset:
+            view[:lo - offset] = self.read_checked(ino, offset, lo - offset, what)
+        if end > hi:
+            view[hi - offset:] = self.read_checked(ino, hi, end - hi, what)
+        mid = view[lo - offset:hi - offset]
+        got = os.preadv(fd, [mid], lo)
+        if got < len(mid):
+            mid[got:] = bytes(len(mid) - got)
+        count = len(mid) // BLOCK
+        sfd = self._sum_fd(ino, create=False)
+        sums = os.pread(sfd, count * _SUM.size, lo // BLOCK * _SUM.size) if sfd else b""
+        sums += bytes(count * _SUM.size - len(sums))
+        crc32 = zlib.crc32
+        for i, (now, before) in enumerate(_SUM.iter_unpack(sums)):
+            crc = crc32(mid[i * BLOCK:(i + 1) * BLOCK])
+            if crc != now and crc != before:
+                raise CorruptData(f"{what or f'@head inode {ino}'}: written bytes at offset "
+                                  f"{lo + i * BLOCK} fail their checksum (overlay "
+                                  f"{self.path(ino).name})")
 
     def damaged_blocks(self, ino: int, size: int, first_writes_ok: bool = False) -> list[int]:
         """Offsets of written blocks that fail their sums or are gone (for verify)."""
@@ -410,14 +451,56 @@ class Overlays:
         except OSError as exc:
             raise _translate(exc, self.dir) from None
 
-    def clear(self, ino: int) -> None:
-        """Forget everything written (after a commit made it the base)."""
-        fd = self._fd(ino, create=False)
-        if fd is not None:
-            os.ftruncate(fd, 0)
-        sfd = self._sum_fd(ino, create=False)
-        if sfd is not None:
-            os.ftruncate(sfd, 0)
+    def discard(self, ino: int) -> None:
+        """Forget everything written (a commit made it the base): the node's files move to the
+        trash, whose blocks `purge_trash` frees later. Truncating or unlinking them here
+        would cost a big commit ~0.25 ms a file (measured: 10 s for 38,000 files against 1 s
+        to rename them), all of it while writers wait."""
+        with self._lock:
+            fds = [self._fds.pop(ino, None), self._sums.pop(ino, None)]
+            self._created.discard(ino)
+            self._unsynced.discard(ino)
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+        tag = f"{ino:016x}-{next(self._discards)}"
+        for path, name in ((self.path(ino), tag), (self.sum_path(ino), f"{tag}.sum")):
+            try:
+                os.rename(path, self.trash / name)
+            except FileNotFoundError:
+                continue
+
+    def purge_trash(self) -> None:
+        """Free the blocks of discarded overlay files."""
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.trash):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    def purge_trash_in_background(self) -> None:
+        """Start purge_trash in a thread unless one runs (it may be cut short by the process
+        ending: what is left is purged by the next session)."""
+        with self._lock:
+            if self._purger is not None and self._purger.is_alive():
+                self._purge_again = True
+                return
+            self._purger = threading.Thread(target=self._purge_loop, name="dsfs-purge",
+                                            daemon=True)
+            self._purger.start()
+
+    def wait_for_purge(self) -> None:
+        with self._lock:
+            purger = self._purger
+        if purger is not None:
+            purger.join()
+
+    def _purge_loop(self) -> None:
+        while True:
+            self.purge_trash()
+            with self._lock:
+                if not self._purge_again:
+                    return
+                self._purge_again = False
 
     def remove(self, ino: int) -> None:
         with self._lock:

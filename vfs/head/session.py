@@ -46,6 +46,7 @@ class HeadSession:
             self.fs.sync_all(checkpoint=True)
             self.db.set_meta("running", 0)
             self.db.sync(checkpoint=True)
+        self.overlays.wait_for_purge()  # space a commit freed is free when the session ends
         self.overlays.close()
         self.db.close()
         os.close(self.lock_fd)
@@ -92,7 +93,8 @@ def _reset_state(db: HeadDB, overlays: Overlays, base: Version) -> None:
         db.put_node(_root_node(base))
         db.set_meta("base", base.number)
     for ino in overlays.stored_inos():
-        overlays.remove(ino)
+        overlays.discard(ino)
+    overlays.purge_trash_in_background()
 
 
 def head_in_use(root: Path) -> bool:
@@ -137,12 +139,14 @@ def open_head(store: Store) -> HeadSession:
         if base is None or db.node(HEAD_ROOT) is None:
             base = store.latest() or empty_base(os.getuid(), os.getgid())
             _reset_state(db, overlays, base)
-        overlays.sync_files()
-        if db.meta("running") == 1:
-            overlays.forget_lost_blocks()  # the last session did not stop cleanly
+        if db.meta("running") != 0:  # 1, or None from an older dsfs: not a clean stop
+            # a later sync of the database must not make sizes durable before their bytes
+            overlays.sync_files()
+            overlays.forget_lost_blocks()
             overlays.sync_files()
         db.set_meta("running", 1)
         db.sync()
+        overlays.purge_trash_in_background()
         session = HeadSession(store, db, overlays, HeadFS(store, db, overlays, base), fd)
         recover(session.fs)
         _remove_unreferenced(db, overlays)
