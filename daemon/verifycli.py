@@ -43,7 +43,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         report = verify_store(store, read_data=read_data, progress=make_progress(args.quiet),
                               subset=None if subset is None else subset / 100)
-        earlier = [v for v in store.versions() if v.repair is not None]
+        earlier = [v for v in store.readable_versions()[0] if v.repair is not None]
     lost = bool(repaired and repaired.lost)
     if args.json:
         out = _verify_dict(report)

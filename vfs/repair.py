@@ -34,10 +34,13 @@ from vfs.objects import ObjectWriter
 from vfs.progress import NoProgress, Progress
 from vfs.reach import Reachable, content_objects
 from vfs.rebuild import RebuildReport, rebuild_index
-from vfs.salvage import SalvagedLog, salvage_log
+from vfs.salvage import SalvagedLog, salvage_log, save_log, saved_log
 from vfs.store import Store
 from vfs.tree import build_tree
 from vfs.verify import VerifyReport, verify_store
+
+SALVAGE_FILE = "repair-salvage.msgpack"
+"""In the store: the old index's version log, from salvage until restore."""
 
 
 @dataclass
@@ -147,10 +150,17 @@ def repair_store(root: Path, read_data: bool = False,
     """Rebuild the index of the store at `root`, then drop every reference to what is gone."""
     progress = progress or NoProgress()
     with _no_mount(root):
-        salvaged = salvage_log(root / "index")
+        # what the old index knows is kept on disk until it is restored: a repair cut short
+        # after replacing the index finds it there when run again
+        kept = root / SALVAGE_FILE
+        salvaged = saved_log(kept)
+        if salvaged is None:
+            salvaged = salvage_log(root / "index")
+            save_log(kept, salvaged)
         report = RepairReport(rebuild_index(root, progress))
         with Store.open(root) as store:
             _restore_log(store, salvaged, report)
+        kept.unlink(missing_ok=True)
         with Store.open(root) as store, store.gc_lock():
             found = verify_store(store, read_data=read_data, progress=progress, check_head=False)
             report.damaged_objects = len(found.damaged_objects)
@@ -181,10 +191,16 @@ def _restore_log(store: Store, salvaged: SalvagedLog, report: RepairReport) -> N
         with store.writer_lock():
             writer = store.new_writer()
             try:
-                store.rerecord_version(writer, Version.from_record(schema.dec_msg(raw)))
+                done = store.rerecord_version(writer, Version.from_record(schema.dec_msg(raw)),
+                                              replace=False)
             except BaseException:
                 writer.abort()
                 raise
+        if not done:
+            writer.abort()
+            report.rebuild.problems.append(f"v{n} of the old index was not restored: its "
+                                           "number was taken meanwhile")
+            continue
         report.restored.append(n)
         known.add(n)
     tags = store.tags()

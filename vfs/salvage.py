@@ -19,6 +19,7 @@ from typing import Any
 
 from vfs import schema
 from vfs.errors import CorruptData
+from vfs.fsutil import atomic_write
 from vfs.model import Version
 
 TIMEOUT = 300
@@ -56,6 +57,28 @@ def salvage_log(index_dir: Path) -> SalvagedLog:
         return _decode(schema.dec_msg(done.stdout))
     except (ValueError, TypeError, KeyError, CorruptData) as exc:
         return SalvagedLog(problem=f"the old index could not be read: {exc}")
+
+
+def saved_log(path: Path) -> SalvagedLog | None:
+    """The log a repair that was cut short saved before it replaced the index."""
+    try:
+        raw = schema.dec_msg(path.read_bytes())
+        log = _decode(raw)
+        log.problem = str(raw.get("problem", ""))
+        return log
+    except FileNotFoundError:
+        return None
+    except (CorruptData, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def save_log(path: Path, log: SalvagedLog) -> None:
+    """Keep what the old index told (fsynced) until the repair has put it back."""
+    raw = {"versions": sorted(log.versions.items()),
+           "tags": [[k, n, True] for k, n in log.tags.items()]
+           + [[k, n, False] for k, n in log.legacy_tags.items()],
+           "dropped": sorted(log.dropped), "packs": sorted(log.packs), "problem": log.problem}
+    atomic_write(path, schema.enc_msg(raw))
 
 
 def _decode(raw: dict[str, Any]) -> SalvagedLog:

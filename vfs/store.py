@@ -249,24 +249,32 @@ class Store:
             writer.commit_with(index_it)
         return version
 
-    def rerecord_version(self, writer: ObjectWriter, version: Version) -> None:
-        """Record `version` under its own number, replacing what the index holds for it.
+    def rerecord_version(self, writer: ObjectWriter, version: Version,
+                         replace: bool = True) -> bool:
+        """Record `version` under its own number, replacing what the index holds for it
+        (unless not `replace`: then False if the number is in use or dropped).
 
         For repairs only (vfs.repair): a rewritten version, or one whose record only the old
         index still had. The record goes into a pack too, so a rebuild finds it."""
         with self._commit_lock():
+            if not replace:
+                key = schema.version_key(version.number)
+                with self.index.read() as txn:
+                    if any(txn.get(key, db=self.index.dbs[db]) is not None
+                           for db in ("versions", "dropped")):
+                        return False
             record = schema.enc_msg(version.to_record())
             writer.put_meta(ObjType.VERSION, record)
 
             def index_it(txn: Any) -> None:
                 dbs = self.index.dbs
                 txn.put(schema.version_key(version.number), record, db=dbs["versions"])
-                following = schema.dec_u32(txn.get(schema.META_NEXT_VERSION, db=dbs["meta"]))
-                if following <= version.number:
+                if self._next_number(txn) <= version.number:
                     txn.put(schema.META_NEXT_VERSION, schema.enc_u32(version.number + 1),
                             db=dbs["meta"])
 
             writer.commit_with(index_it)
+        return True
 
     def _next_number(self, txn: Any) -> int:
         """The number the next version gets: never one in use or dropped, even if the counter

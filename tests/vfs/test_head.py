@@ -329,6 +329,32 @@ def test_after_a_crash_a_first_write_whose_bytes_never_landed_reads_as_unwritten
         assert got[:8192] == b"N" * 8192 and got[8192:20_480] == base[8192:20_480]
 
 
+def test_sums_left_by_a_discard_cut_short_do_not_haunt_the_file(store: Store,
+                                                                 src: Path) -> None:
+    import shutil
+
+    import_tree(store, src, message="v1")
+    with open_head(store) as session:
+        write_at(session.fs, "d/g.txt", 0, b"G" * 10_000)
+        ino = path_ino(session.fs, "d/g.txt")
+        sums = session.fs.overlays.sum_path(ino)
+        shutil.copy(sums, sums.parent.parent / "kept.sum")
+        commit(session.fs, "v2")
+    # a kill between a discard's two renames leaves the sums without their overlay file
+    shutil.copy(sums.parent.parent / "kept.sum", sums)
+    with open_head(store) as session:
+        assert not sums.exists()
+        assert read_all(session.fs, "d/g.txt") == b"G" * 10_000
+        write_at(session.fs, "d/g.txt", 0, b"h")
+        assert read_all(session.fs, "d/g.txt") == b"h" + b"G" * 9_999
+    # and a new overlay file never inherits sums it did not write
+    with open_head(store) as session:
+        commit(session.fs, "v3")
+        shutil.copy(sums.parent.parent / "kept.sum", sums)
+        write_at(session.fs, "d/g.txt", 5_000, b"x")
+        assert read_all(session.fs, "d/g.txt") == b"h" + b"G" * 4_999 + b"x" + b"G" * 4_999
+
+
 def test_a_damaged_row_of_the_head_database_is_reported(head: HeadSession) -> None:
     import sqlite3
 

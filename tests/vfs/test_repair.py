@@ -191,3 +191,27 @@ def test_a_tag_whose_event_pack_is_gone_is_restored_from_the_old_index(built: Bu
     rebuild_index(built.store)  # the restored tag's event is in a pack again
     with Store.open(built.store) as store:
         assert store.tags() == {"baseline": 1}
+
+
+def test_a_repair_cut_after_replacing_the_index_still_restores_what_only_it_knew(
+        built: Built) -> None:
+    from vfs import schema
+    from vfs.reach import version_object_id
+    from vfs.repair import SALVAGE_FILE
+    from vfs.salvage import salvage_log, save_log
+
+    with Store.open(built.store) as store:
+        with store.index.read() as txn:
+            raw = bytes(txn.get(schema.version_key(1), db=store.index.dbs["versions"]))
+        _flip_payload_byte(store, version_object_id(raw))
+    # what a repair killed right after its rebuild leaves: the saved log, an index without v1
+    save_log(built.store / SALVAGE_FILE, salvage_log(built.store / "index"))
+    rebuild_index(built.store)
+    with Store.open(built.store) as store:
+        assert [v.number for v in store.versions()] == [2]
+    report = repair_store(built.store)
+    assert report.restored == [1]
+    assert not (built.store / SALVAGE_FILE).exists()
+    with Store.open(built.store) as store:
+        assert [v.number for v in store.versions()] == [1, 2]
+        assert _files_of(store, 1, built) == built.contents[1]

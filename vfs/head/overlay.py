@@ -2,8 +2,8 @@
 
 Owns: the files under `STORE/head/data/`, one sparse file per written node, and which byte ranges
 of a node were written; `STORE/head/trash/`, where files a commit or reset discarded wait for a
-background thread to free their blocks. Never imports: daemon, trio, pyfuse3. Thread-safe (descriptors are
-shared; pread/pwrite need no lock).
+background thread to free their blocks. Never imports: daemon, trio, pyfuse3. Thread-safe
+(descriptors are shared; pread/pwrite need no lock).
 
 Copy-on-write at block granularity: a node's overlay file holds data exactly in the blocks that
 were written; everything else is a hole, found with SEEK_DATA/SEEK_HOLE, so the overlay needs no
@@ -29,6 +29,7 @@ space (unlink, truncate, rename, a fresh create) still find room for head.db's l
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import itertools
 import os
@@ -103,7 +104,7 @@ class Overlays:
         self._purger: threading.Thread | None = None
         self._purge_again = False
         self.check_holes = not self.whole_copy
-        """Holes with sums are damage (off until a crash's leftovers are cleared at open)."""
+        """Holes with sums are damage (without exact hole reporting there are no holes)."""
         self.reserve = 0
         if probe:
             st = os.statvfs(directory)
@@ -138,17 +139,34 @@ class Overlays:
             fd = table.get(ino)
             if fd is not None:
                 return fd
-            flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
             try:
-                fd = os.open(path, flags, 0o600)
-            except FileNotFoundError:
-                return None
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC, 0o600)
+                except FileNotFoundError:
+                    if not create:
+                        return None
+                    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_CREAT, 0o600)
+                    self._created.add(ino)
+                    if table is self._fds:
+                        self._drop_stale_sums(ino)
             except OSError as exc:
                 raise _translate(exc, self.dir) from None
-            if create:
-                self._created.add(ino)
             table[ino] = fd
             return fd
+
+    def _drop_stale_sums(self, ino: int) -> None:
+        """A new overlay file starts without sums: any left by a discard cut short go."""
+        stale = self._sums.pop(ino, None)
+        if stale is not None:
+            os.close(stale)
+        self.sum_path(ino).unlink(missing_ok=True)
+
+    def remove_orphan_sums(self) -> None:
+        """Sums whose overlay file is gone (a discard or removal cut between its two files)."""
+        names = {p.name for p in self.dir.iterdir()}
+        for name in names:
+            if name.endswith(".sum") and name.removesuffix(".sum") not in names:
+                (self.dir / name).unlink(missing_ok=True)
 
     # -- block checksums ---------------------------------------------------------------------
 
@@ -241,12 +259,17 @@ class Overlays:
         if end > hi:
             view[hi - offset:] = self.read_checked(ino, hi, end - hi, what)
         mid = view[lo - offset:hi - offset]
-        got = os.preadv(fd, [mid], lo)
-        if got < len(mid):
-            mid[got:] = bytes(len(mid) - got)
+        got = 0
+        while got < len(mid):
+            n = os.preadv(fd, [mid[got:]], lo + got)
+            if n == 0:
+                mid[got:] = bytes(len(mid) - got)  # past the overlay's end: unwritten zeros
+                break
+            got += n
         count = len(mid) // BLOCK
         sfd = self._sum_fd(ino, create=False)
-        sums = os.pread(sfd, count * _SUM.size, lo // BLOCK * _SUM.size) if sfd else b""
+        sums = (os.pread(sfd, count * _SUM.size, lo // BLOCK * _SUM.size)
+                if sfd is not None else b"")
         sums += bytes(count * _SUM.size - len(sums))
         crc32 = zlib.crc32
         for i, (now, before) in enumerate(_SUM.iter_unpack(sums)):
@@ -304,7 +327,9 @@ class Overlays:
         if start >= end:
             return []
         fd = self._fd(ino, create=False)
-        out = [] if fd is None else self._ranges(fd, start, end)
+        if fd is None:
+            return []  # nothing written (sums without their file are removed at open)
+        out = self._ranges(fd, start, end)
         if check and self.check_holes:
             lost = self.lost_blocks(ino, start, end, out)
             if lost:
@@ -464,11 +489,33 @@ class Overlays:
             if fd is not None:
                 os.close(fd)
         tag = f"{ino:016x}-{next(self._discards)}"
+        # the data file first: sums left without it are removed at the next open
         for path, name in ((self.path(ino), tag), (self.sum_path(ino), f"{tag}.sum")):
             try:
                 os.rename(path, self.trash / name)
             except FileNotFoundError:
                 continue
+            except OSError:
+                path.unlink(missing_ok=True)  # the trash cannot grow (a full disk): free now
+
+    def sync_dirs(self) -> None:
+        """Make renames into the trash durable (before a later head.db sync says the overlays
+        are gone, so they cannot come back after a power cut)."""
+        fsync_dir(self.dir)
+        fsync_dir(self.trash)
+
+    def sync_filesystem(self) -> None:
+        """Flush every overlay's bytes in one call (syncfs) rather than one fsync a file."""
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if _LIBC is None or _LIBC.syncfs(fd) != 0:
+                self.sync_all()
+                return
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._unsynced.clear()
+            self._created.clear()
 
     def purge_trash(self) -> None:
         """Free the blocks of discarded overlay files."""
@@ -536,7 +583,11 @@ class Overlays:
             unsynced, self._unsynced = self._unsynced, set()
             self._created.clear()
         for fd in fds:
-            os.fsync(fd)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                if exc.errno != errno.EBADF:  # closed meanwhile by a commit's discard
+                    raise
         for ino in unsynced:
             _fsync_path(self.path(ino))
             _fsync_path(self.sum_path(ino))
@@ -581,6 +632,18 @@ def _fill(current: ReadFn, offset: int, length: int, size: int) -> bytes:
 
 _SUM = struct.Struct("<II")
 """Per block: CRC-32 of its bytes now, and of its bytes before the last write."""
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
 
 
 def _block(data: bytes) -> bytes:

@@ -144,6 +144,7 @@ def open_head(store: Store) -> HeadSession:
             overlays.sync_files()
             overlays.forget_lost_blocks()
             overlays.sync_files()
+        overlays.remove_orphan_sums()
         db.set_meta("running", 1)
         db.sync()
         overlays.purge_trash_in_background()
