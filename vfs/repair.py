@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfs import schema
+from vfs.config import read_config
 from vfs.errors import CorruptData, UserError
 from vfs.ids import ObjectId, TreeId
 from vfs.locks import flocked
@@ -149,6 +150,7 @@ def repair_store(root: Path, read_data: bool = False,
                  progress: Progress | None = None) -> RepairReport:
     """Rebuild the index of the store at `root`, then drop every reference to what is gone."""
     progress = progress or NoProgress()
+    read_config(root)  # refuse anything that is not a store before writing into it
     with _no_mount(root):
         # what the old index knows is kept on disk until it is restored: a repair cut short
         # after replacing the index finds it there when run again
