@@ -1075,6 +1075,12 @@ class Torture:
         copy_store(t.store, store)
         cmd = Command(store, COMMIT_ARGS, tdir, "commit")
         rc = self._kill_command(trial, cmd, plan, duration)
+        self._after_commit_kill(trial, store, t, cmd, rc, mounts)
+
+    def _after_commit_kill(self, trial: Trial, store: Path, t: Template, cmd: Command, rc: int,
+                           mounts: Mounts) -> None:
+        """After a commit was killed with nothing running: verify, the outcome, @head after a
+        remount, the commit done again, and the store at the end."""
         verify_read_data(store, "after the kill")
         trial.mark("verify")
         expected, tags = self._commit_outcome(trial, store, t, cmd, rc)
@@ -1105,16 +1111,7 @@ class Torture:
             rc = cmd.wait()
             check("Traceback" not in cmd.stderr, f"commit crashed:\n{cmd.stderr}")
         copy_store(store, tdir / "store-after-kill")  # for a failing trial: the state to replay
-        verify_read_data(store, "after the kill")
-        trial.mark("verify")
-        expected, tags = self._commit_outcome(trial, store, t, cmd, rc)
-        with mounts.serving() as daemon:
-            trial.mark("mount")
-            self._check_head(daemon, store, t, expected, "after the kill")
-            trial.mark("head")
-            self._commit_again(trial, daemon, store, t, expected, tags)
-        self.check_store(store, expected, tags, "at the end", read_data=True)
-        trial.mark("end")
+        self._after_commit_kill(trial, store, t, cmd, rc, mounts)
 
     def _trial_commit_client(self, trial: Trial, rng: random.Random, tdir: Path,
                              mounts: Mounts) -> None:
