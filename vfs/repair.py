@@ -69,7 +69,9 @@ class _Fixer:
 
     def __init__(self, store: Store, bad: dict[bytes, str]) -> None:
         self.store = store
-        self.bad = bad
+        # the index was just rebuilt from the packs: what it lacks is in no intact pack
+        self.bad = {k: v.replace("is missing from the index", "is in no intact pack")
+                    for k, v in bad.items()}
         self.writer: ObjectWriter | None = None
         self.memo: dict[bytes, _Fixed] = {}
         self.files: dict[bytes, str | None] = {}
