@@ -39,7 +39,8 @@ class RebuildReport:
     problems: list[str] = field(default_factory=list)
 
 
-def _pack_files(packs_dir: Path) -> list[Path]:
+def pack_files(packs_dir: Path) -> list[Path]:
+    """Every sealed pack file (not those being written in packs/tmp), in name order."""
     out: list[Path] = []
     for sub in sorted(os.scandir(packs_dir), key=lambda d: d.name):
         if sub.is_dir() and sub.name != "tmp":
@@ -61,7 +62,7 @@ def rebuild_index(root: Path, progress: Progress | None = None) -> RebuildReport
         index = Index(new_dir, create=True)
         versions: dict[int, tuple[int, bytes]] = {}
         events: list[RefEvent] = []
-        files = _pack_files(root / "packs")
+        files = pack_files(root / "packs")
         progress.start("rebuild: scanning packs", len(files), "packs")
         for path in files:
             records, problems = scan_pack(path)

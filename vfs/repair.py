@@ -34,7 +34,7 @@ from vfs.model import Entry, Kind, LostPath, Repair, Version
 from vfs.objects import ObjectWriter
 from vfs.progress import NoProgress, Progress
 from vfs.reach import Reachable, content_objects
-from vfs.rebuild import RebuildReport, rebuild_index
+from vfs.rebuild import RebuildReport, pack_files, rebuild_index
 from vfs.salvage import SalvagedLog, salvage_log, save_log, saved_log
 from vfs.store import Store
 from vfs.tree import build_tree
@@ -179,7 +179,7 @@ def _restore_log(store: Store, salvaged: SalvagedLog, report: RepairReport) -> N
 
     The old index may itself be what is damaged (LMDB pages carry no checksums), so it only
     fills gaps: a version is restored only under the number its own record names."""
-    present = {f.name for f in store.packs_dir.glob("*/*") if f.parent.name != "tmp"}
+    present = {f.name for f in pack_files(store.packs_dir)}
     missing = sorted(salvaged.packs - present)
     damaged_packs = bool(report.rebuild.problems or report.rebuild.bad_records or missing)
     report.rebuild.problems += [f"pack {name[:12]} (known to the old index) is missing"

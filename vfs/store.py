@@ -146,9 +146,11 @@ class Store:
         return version
 
     def versions(self) -> list[Version]:
-        """Every live version, oldest first."""
-        with self.index.read() as txn, txn.cursor(db=self.index.dbs["versions"]) as cur:
-            return [self._checked_version(txn, k, v) for k, v in cur]
+        """Every live version, oldest first; CorruptData if a record is damaged."""
+        good, damaged = self.readable_versions()
+        if damaged:
+            raise CorruptData(next(iter(damaged.values())))
+        return good
 
     def readable_versions(self) -> tuple[list[Version], dict[int, str]]:
         """Every live version whose index record is intact, and what is wrong with the rest."""

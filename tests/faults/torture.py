@@ -59,7 +59,7 @@ from typing import Any
 
 from daemon.mount import is_stale, mounted_at
 from tests.mountutil import Daemon, answers, dsfs_argv, force_unmount, wait_for
-from tests.treeutil import snapshot
+from tests.treeutil import snapshot, write
 from vfs import schema
 from vfs.errors import DsfsError
 from vfs.gc import collect_garbage
@@ -102,14 +102,6 @@ def check(cond: object, message: str) -> None:
 
 # -- trees ---------------------------------------------------------------------------------------
 
-def _write(path: Path, data: bytes, mode: int = 0o644, mtime_ns: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    if mtime_ns is not None:
-        os.utime(path, ns=(mtime_ns, mtime_ns))
-
-
 def _size(rng: random.Random) -> int:
     roll = rng.random()
     if roll < 0.75:
@@ -133,10 +125,10 @@ def make_tree(root: Path, rng: random.Random, files: int = 180, big: int = 3) ->
     t0 = 1_650_000_000_000_000_000
     for i in range(files):
         rel = f"d{rng.randrange(5)}/s{rng.randrange(3)}/f{i:03d}.bin"
-        _write(root / rel, _data(rng, _size(rng)), rng.choice((0o644, 0o600, 0o755)),
+        write(root / rel, _data(rng, _size(rng)), rng.choice((0o644, 0o600, 0o755)),
                t0 + i * 1_000_003)
     for i in range(big):
-        _write(root / f"big/b{i}.bin", rng.randbytes(rng.randint(3 * MiB // 2, 5 * MiB // 2)),
+        write(root / f"big/b{i}.bin", rng.randbytes(rng.randint(3 * MiB // 2, 5 * MiB // 2)),
                0o644, t0 - i)
     os.symlink("../d0/s0", root / "big/link-to-d0s0")
     os.link(root / "big/b0.bin", root / "big/b0-hardlink.bin")
@@ -158,9 +150,9 @@ def mutate(root: Path, rng: random.Random) -> None:
         p.write_bytes(_data(rng, _size(rng)))
     n = rng.randrange(1 << 20)
     for i in range(30):
-        _write(root / f"added{n}/f{i:03d}.bin", _data(rng, _size(rng)))
+        write(root / f"added{n}/f{i:03d}.bin", _data(rng, _size(rng)))
     for i in range(2):
-        _write(root / f"added{n}/big{i}.bin", rng.randbytes(rng.randint(MiB, 2 * MiB)))
+        write(root / f"added{n}/big{i}.bin", rng.randbytes(rng.randint(MiB, 2 * MiB)))
     bigs = sorted(p for p in root.rglob("*.bin") if p.stat().st_size > MiB + 4096
                   and "hardlink" not in p.name and not p.is_symlink())
     big = rng.choice(bigs)

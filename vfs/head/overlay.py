@@ -230,16 +230,8 @@ class Overlays:
         count = last - first + 1
         data = os.pread(fd, count * BLOCK, first * BLOCK)
         data += bytes(count * BLOCK - len(data))
-        sfd = self._sum_fd(ino, create=False)
-        sums = os.pread(sfd, count * _SUM.size, first * _SUM.size) if sfd is not None else b""
-        sums += bytes(count * _SUM.size - len(sums))
         mv = memoryview(data)
-        for i in range(count):
-            if zlib.crc32(mv[i * BLOCK:(i + 1) * BLOCK]) not in \
-                    _SUM.unpack_from(sums, i * _SUM.size):
-                raise CorruptData(f"{what or f'@head inode {ino}'}: written bytes at offset "
-                                  f"{(first + i) * BLOCK} fail their checksum (overlay "
-                                  f"{self.path(ino).name})")
+        self._check_blocks(ino, mv, first, what)
         lo = offset - first * BLOCK
         return bytes(mv[lo:lo + length])
 
@@ -266,17 +258,21 @@ class Overlays:
                 mid[got:] = bytes(len(mid) - got)  # past the overlay's end: unwritten zeros
                 break
             got += n
-        count = len(mid) // BLOCK
+        self._check_blocks(ino, mid, lo // BLOCK, what)
+
+    def _check_blocks(self, ino: int, blocks: memoryview, first: int, what: str) -> None:
+        """CorruptData unless each whole block of `blocks` (block `first` on) matches its sum
+        now or its sum before the last write."""
+        count = len(blocks) // BLOCK
         sfd = self._sum_fd(ino, create=False)
-        sums = (os.pread(sfd, count * _SUM.size, lo // BLOCK * _SUM.size)
-                if sfd is not None else b"")
+        sums = os.pread(sfd, count * _SUM.size, first * _SUM.size) if sfd is not None else b""
         sums += bytes(count * _SUM.size - len(sums))
         crc32 = zlib.crc32
         for i, (now, before) in enumerate(_SUM.iter_unpack(sums)):
-            crc = crc32(mid[i * BLOCK:(i + 1) * BLOCK])
+            crc = crc32(blocks[i * BLOCK:(i + 1) * BLOCK])
             if crc != now and crc != before:
                 raise CorruptData(f"{what or f'@head inode {ino}'}: written bytes at offset "
-                                  f"{lo + i * BLOCK} fail their checksum (overlay "
+                                  f"{(first + i) * BLOCK} fail their checksum (overlay "
                                   f"{self.path(ino).name})")
 
     def damaged_blocks(self, ino: int, size: int, first_writes_ok: bool = False) -> list[int]:
