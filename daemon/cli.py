@@ -325,7 +325,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def cmd_umount(args: argparse.Namespace) -> int:
     from daemon import mount
 
-    mount.unmount(Path(args.mountpoint))
+    if args.force:
+        done = mount.unmount_forcibly(Path(args.mountpoint))
+        note(args, f"unmounted {args.mountpoint} ({', '.join(done) or 'nothing to stop'})")
+        return 0
+    mount.unmount(Path(args.mountpoint), timeout=args.timeout)
     note(args, f"unmounted {args.mountpoint}")
     return 0
 
@@ -407,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p = add("umount", cmd_umount, "unmount and wait for the daemon to exit")
     p.add_argument("mountpoint")
+    p.add_argument("--force", action="store_true",
+                   help="for a daemon that does not answer: abort its FUSE connection "
+                        "(processes waiting in the mount get an error), stop the daemon "
+                        "(SIGTERM, SIGKILL after 3 s) and detach the mountpoint; the next "
+                        "`dsfs mount` recovers as after a crash")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the daemon (default 30); then suggest --force")
     p = add("drop", cmd_drop, "remove a version from the log (gc frees its space)")
     p.add_argument("version")
     from daemon.headcli import add_head_commands

@@ -4,15 +4,20 @@ Owns: the gate that pauses @head's mutations while a commit or reset runs (reads
 file handles, and running @head reads in worker threads. Every handler is wrapped by
 `daemon.ops.guarded` through `daemon.ops.Operations`, which routes inodes of @head here.
 Runs in the trio thread.
+
+Locks (the whole order is in `vfs.lockorder`): the gate, then a file's trio lock (writes and
+size changes of one file run one at a time, in order), then the threading locks of `vfs.head`.
+The trio thread never waits for a file's threading lock: it tries it, and when a worker holds
+it (a read in the middle of disk I/O) the step goes to a worker thread instead.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import pyfuse3
 import trio
@@ -24,6 +29,8 @@ from vfs.head.status import status_report
 from vfs.inodes import from_head, to_head
 from vfs.model import Version
 from vfs.view import Attr
+
+T = TypeVar("T")
 
 INLINE_WRITE = 128 << 10
 """Writes up to this size run on the trio thread; bigger ones in a worker thread."""
@@ -78,6 +85,8 @@ class HeadAdapter:
         """True with the kernel's writeback cache: it places O_APPEND writes itself."""
         self.write_limiter = trio.CapacityLimiter(4)
         self.files: dict[int, HeadFileHandle] = {}
+        self._changing: dict[int, tuple[trio.Lock, list[int]]] = {}
+        """Per-file trio locks of writes and size changes (with their user counts)."""
 
     @property
     def fs(self) -> HeadFS:
@@ -107,14 +116,53 @@ class HeadAdapter:
 
     async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields) -> Attr:
+        mode = attr.st_mode if fields.update_mode else None
+        uid = attr.st_uid if fields.update_uid else None
+        gid = attr.st_gid if fields.update_gid else None
+        mtime_ns = attr.st_mtime_ns if fields.update_mtime else None
         async with self.gate.shared():
-            return mount_attr(self.fs.setattr(
-                from_head(ino),
-                mode=attr.st_mode if fields.update_mode else None,
-                uid=attr.st_uid if fields.update_uid else None,
-                gid=attr.st_gid if fields.update_gid else None,
-                size=attr.st_size if fields.update_size else None,
-                mtime_ns=attr.st_mtime_ns if fields.update_mtime else None))
+            if not fields.update_size:
+                return mount_attr(self.fs.setattr(from_head(ino), mode=mode, uid=uid, gid=gid,
+                                                  mtime_ns=mtime_ns))
+            return mount_attr(await self._truncate(from_head(ino), attr.st_size, mode=mode,
+                                                   uid=uid, gid=gid, mtime_ns=mtime_ns))
+
+    async def _truncate(self, ino: int, size: int, *, mode: int | None = None,
+                        uid: int | None = None, gid: int | None = None,
+                        mtime_ns: int | None = None) -> Attr:
+        """A size change in three steps: the database parts here, the overlay's under the
+        file's lock (here if free, else in a worker)."""
+        async with self._changing_file(ino):
+            self.fs.prepare_truncate(ino)
+            await self._file_locked(ino, True, self.fs.truncate_data, ino, size)
+            return self.fs.finish_truncate(ino, size, mode=mode, uid=uid, gid=gid,
+                                           mtime_ns=mtime_ns)
+
+    @asynccontextmanager
+    async def _changing_file(self, ino: int) -> AsyncIterator[None]:
+        entry = self._changing.get(ino)
+        if entry is None:
+            entry = self._changing[ino] = (trio.Lock(), [0])
+        entry[1][0] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1][0] -= 1
+            if not entry[1][0]:
+                del self._changing[ino]
+
+    async def _file_locked(self, ino: int, inline: bool, fn: Callable[..., T], *args: Any
+                           ) -> T:
+        """Run `fn` (which takes the file's lock itself) without the trio thread ever
+        waiting for that lock: here when `inline` and the lock is free, else in a worker."""
+        locks = self.fs.file_locks
+        if inline and locks.acquire(ino, blocking=False):
+            try:
+                return fn(*args)
+            finally:
+                locks.release(ino)
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.write_limiter)
 
     async def create_node(self, kind: str, parent: int, name: bytes, mode: int,
                           ctx: pyfuse3.RequestContext, target: bytes = b"") -> Attr:
@@ -187,8 +235,13 @@ class HeadAdapter:
         truncate = bool(flags & os.O_TRUNC)
         if writable or truncate:
             async with self.gate.shared():
-                handle = self.fs.open(from_head(ino), writable, truncate,
-                                      self._append(flags))
+                handle = self.fs.open(from_head(ino), writable, False, self._append(flags))
+                try:
+                    if truncate and writable:
+                        await self._truncate(handle.ino, 0)
+                except BaseException:
+                    self.fs.release(handle)
+                    raise
         else:
             handle = self.fs.open(from_head(ino), False, False, False)
         return self._add_file(handle)
@@ -201,15 +254,13 @@ class HeadAdapter:
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self.files[fh]
-        async with self.gate.shared():
+        async with self.gate.shared(), self._changing_file(handle.ino):
             handle.wrote = True
             node, offset = self.fs.prepare_write(handle, offset)
-            if len(data) <= INLINE_WRITE:
-                self.fs.write_data(node, offset, data)  # cheaper than a thread hand-off
-            else:
-                await trio.to_thread.run_sync(self.fs.write_data, node, offset, data,
-                                              limiter=self.write_limiter)
-            self.fs.finish_write(handle.ino, offset, len(data))
+            # small writes here when the file's lock is free: cheaper than a thread hand-off
+            copied = await self._file_locked(handle.ino, len(data) <= INLINE_WRITE,
+                                             self.fs.write_data, node, offset, data)
+            self.fs.finish_write(handle.ino, offset, len(data), copied)
             return len(data)
 
     async def release(self, fh: int) -> None:

@@ -6,6 +6,7 @@ pyfuse3 session in the trio thread; the view is polled for new versions twice a 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -33,6 +34,7 @@ from daemon.headservice import (
     sync_head_periodically,
 )
 from daemon.ops import Operations
+from vfs import lockorder
 from vfs.errors import DsfsError, UserError
 from vfs.store import Store
 from vfs.view import ROOT_INO, VersionsView
@@ -118,7 +120,12 @@ def runtime_file(mountpoint: Path) -> Path:
 
 def preflight(opts: MountOptions) -> None:
     mp = opts.mountpoint
-    if is_stale(mp):
+    # ask /proc first: a stat of a mountpoint whose daemon hangs would hang too
+    state = probe(mp) if mounted_at(mp) is not None else "ok"
+    if state == "hung":
+        raise MountError(f"{mp} is mounted by a daemon that does not answer: "
+                         f"`dsfs umount --force {mp}` first")
+    if state == "stale":
         log.warning("clearing stale mount at %s (its daemon died)", mp)
         lazy_unmount(mp)
         if is_stale(mp):
@@ -261,6 +268,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     """Mount and serve until unmounted or signalled (foreground)."""
     preflight(opts)
     raise_fd_limit()
+    if os.environ.get("DSFS_CHECK_LOCKS") == "1":
+        lockorder.enable_checking()  # debug mode: every lock taken is checked against the order
     if os.environ.get("DSFS_MALLOC", "1") == "1":
         bound_malloc()
     store = Store.open(opts.store, cache_bytes=opts.cache_bytes)
@@ -295,6 +304,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
 
 async def _main(store: Store, ops: Operations, view: VersionsView, mountpoint: Path,
                 ready_fd: int | None) -> None:
+    lockorder.mark_loop_thread()
     async with trio.open_nursery() as nursery:
         ops.nursery = nursery
         signals_ready = trio.Event()
@@ -365,26 +375,124 @@ def daemon_pid(mountpoint: Path) -> int | None:
 
 
 def unmount(mountpoint: Path, timeout: float = 30.0) -> None:
-    """Unmount and wait for the daemon to exit."""
+    """Unmount and wait for the daemon to exit. A daemon that does not answer is not waited
+    for forever: the error says to use `unmount_forcibly` (`dsfs umount --force`)."""
     mp = mountpoint.absolute()
-    if is_stale(mp):
+    current = mounted_at(mp)  # /proc, never the mountpoint itself: it may not answer
+    if current is None:
+        raise MountError(f"{mp} is not mounted")
+    if not current[1].endswith("dsfs"):
+        raise MountError(f"{mp} is a {current[1]} mount, not dsfs")
+    if probe(mp) == "stale":
         lazy_unmount(mp)
         return
+    pid = daemon_pid(mp)
+    hung = (f"the daemon of {mp} does not answer: `dsfs umount --force {mp}` aborts its "
+            "connection (processes waiting in the mount get an error) and stops it")
+    try:
+        result = subprocess.run([fusermount(), "-u", str(mp)], capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise MountError(hung) from None
+    if result.returncode != 0:
+        if "busy" in result.stderr.lower():
+            if probe(mp) == "hung":
+                raise MountError(hung)
+            raise MountError(f"{mp} is busy: close the files and shells using it "
+                             f"(`fuser -vm {mp}` lists them), then retry")
+        raise MountError(f"unmounting {mp} failed: {result.stderr.strip()}")
+    deadline = time.monotonic() + timeout
+    while pid is not None and _alive(pid):
+        if time.monotonic() > deadline:
+            raise MountError(f"{mp} is unmounted, but its daemon (pid {pid}) has not exited "
+                             f"after {timeout:.0f} s: `dsfs umount --force {mp}` stops it")
+        time.sleep(0.02)
+
+
+def probe(mountpoint: Path, timeout: float = 3.0) -> str:
+    """"ok", "stale" (its daemon is gone) or "hung" (it does not answer within `timeout`),
+    asked from a child process: a request to a hung daemon never returns, and the child is
+    killed instead of this process. Looks up a name nobody uses, which the kernel cannot
+    answer from its caches."""
+    name = os.path.join(mountpoint, f".dsfs-probe-{os.getpid()}-{time.monotonic_ns()}")
+    code = ("import errno, os, sys\n"
+            "try:\n os.lstat(sys.argv[1])\n"
+            "except OSError as e:\n sys.exit(3 if e.errno == errno.ENOTCONN else 0)\n")
+    try:
+        result = subprocess.run([sys.executable, "-c", code, name], timeout=timeout,
+                                stdin=subprocess.DEVNULL, capture_output=True)
+    except subprocess.TimeoutExpired:
+        return "hung"
+    return "stale" if result.returncode == 3 else "ok"
+
+
+FUSECTL = Path("/sys/fs/fuse/connections")
+
+
+def ensure_fusectl() -> None:
+    """Mount the fuse control filesystem where the kernel offers it and nothing is mounted
+    (root only; systemd mounts it at boot, plain containers often do not)."""
+    if os.getuid() == 0 and FUSECTL.is_dir() and not os.path.ismount(FUSECTL):
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", str(FUSECTL)],
+                       capture_output=True, check=False)
+
+
+def abort_connection(mountpoint: Path) -> bool:
+    """Abort a FUSE mount's connection (what `echo 1 > .../abort` does): every request
+    waiting in it fails at once. Mounts the fuse control filesystem if it is not (root)."""
+    dev = device_of(mountpoint)
+    if dev is None:
+        return False
+    abort = FUSECTL / dev.split(":")[1] / "abort"
+    if not abort.exists():
+        ensure_fusectl()
+    try:
+        abort.write_text("1")
+    except OSError as exc:
+        log.info("could not abort the connection of %s: %s", mountpoint, exc)
+        return False
+    return True
+
+
+def unmount_forcibly(mountpoint: Path, grace: float = 3.0) -> list[str]:
+    """`dsfs umount --force`: abort the connection, stop the daemon (SIGTERM, then SIGKILL
+    after `grace` seconds), detach the mountpoint. Returns what was done, for the user. The
+    next `dsfs mount` starts as after a kill -9 (@head recovers what was written)."""
+    mp = mountpoint.absolute()
     current = mounted_at(mp)
     if current is None:
         raise MountError(f"{mp} is not mounted")
     if not current[1].endswith("dsfs"):
         raise MountError(f"{mp} is a {current[1]} mount, not dsfs")
+    done: list[str] = []
+    if abort_connection(mp):
+        done.append("aborted the connection")
     pid = daemon_pid(mp)
-    result = subprocess.run([fusermount(), "-u", str(mp)], capture_output=True, text=True)
-    if result.returncode != 0:
-        if "busy" in result.stderr.lower():
-            raise MountError(f"{mp} is busy: close the files and shells using it "
-                             f"(`fuser -vm {mp}` lists them), then retry")
-        raise MountError(f"unmounting {mp} failed: {result.stderr.strip()}")
-    deadline = time.monotonic() + timeout
-    while pid is not None and _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    if pid is not None and _alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + grace
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            done.append(f"killed daemon {pid}")
+        else:
+            done.append(f"stopped daemon {pid}")
+        if _alive(pid):
+            raise MountError(f"daemon {pid} of {mp} did not exit after SIGKILL; "
+                             f"`cat /proc/{pid}/stack` shows where it waits")
+    if mounted_at(mp) is not None:
+        lazy_unmount(mp)
+        done.append("detached the mountpoint")
+    if mounted_at(mp) is not None:
+        raise MountError(f"{mp} is still mounted: run `umount -l {mp}` as root")
+    runtime_file(mp).unlink(missing_ok=True)
+    return done
 
 
 def _alive(pid: int) -> bool:

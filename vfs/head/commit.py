@@ -374,7 +374,7 @@ def apply_plan(fs: HeadFS, version: Version) -> None:
         db.set_meta("pending", None)
     try:
         for ino in cleared:
-            with fs.stripe(ino):
+            with fs.file_locks.held(ino):
                 fs.overlays.discard(ino)
         fs.overlays.sync_dirs()
     finally:

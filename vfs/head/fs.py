@@ -9,8 +9,10 @@ A name not touched since the base is served from the base version's trees and ge
 the same counter as stored nodes (kept in memory while the kernel holds it). The first change
 below or at a name stores its node and pins the path above it (`_store`), so a node keeps its
 number for good. Threads: every method runs in one thread (the daemon's trio thread) except
-`read`, which may run in worker threads (it touches only the overlay files, the store's readers
-and a snapshot of the node).
+`read`, `read_into`, `write_data` and `truncate_data`, which may run in worker threads (they
+touch only the overlay files, the store's readers and the node's row). Locks: a file's overlay
+is read and changed under its `FileLocks` lock, taken before @head's database lock and never
+while holding it (the order is written down in `vfs.lockorder`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from vfs.errors import (
@@ -39,6 +42,7 @@ from vfs.errors import (
 from vfs.head.overlay import Overlays
 from vfs.head.state import HEAD_ROOT, WHITEOUT, HeadDB, HNode
 from vfs.ids import TreeId
+from vfs.lockorder import OrderedLock, Rank
 from vfs.model import ContentRef, Entry, Kind, Version
 from vfs.store import Store
 from vfs.view import BLOCK, Attr
@@ -47,7 +51,6 @@ HEAD_TIMEOUT = 10.0
 HEAD_LINK = 1 << 48
 """Hard-link group ids of links made in @head (import numbers its groups from 1)."""
 NAME_MAX = 255
-_STRIPES = 64
 
 
 def now_ns() -> int:
@@ -81,6 +84,64 @@ class HeadFileHandle:
     wrote: bool = False
 
 
+@dataclass(slots=True, eq=False)
+class _FileLock:
+    lock: OrderedLock
+    users: int = 0
+    """Threads holding or waiting for it."""
+
+
+class FileLocks:
+    """One re-entrant lock per @head file (rank FILE in `vfs.lockorder`), made on first use and
+    dropped when no thread holds or waits for it: two files never share a lock, so a read of
+    one never waits for a truncate of another. Any thread."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, _FileLock] = {}
+        self._guard = threading.Lock()
+        """A leaf: held only to find or count a file's lock, never while taking one."""
+
+    def acquire(self, ino: int, blocking: bool = True) -> bool:
+        with self._guard:
+            entry = self._locks.get(ino)
+            if entry is None:
+                entry = self._locks[ino] = _FileLock(
+                    OrderedLock(Rank.FILE, f"file lock of @head inode {ino}", reentrant=True))
+            entry.users += 1
+        try:
+            got = entry.lock.acquire(blocking)
+        except BaseException:
+            self._unref(ino)
+            raise
+        if not got:
+            self._unref(ino)
+        return got
+
+    def release(self, ino: int) -> None:
+        with self._guard:
+            entry = self._locks[ino]
+        entry.lock.release()
+        self._unref(ino)
+
+    def _unref(self, ino: int) -> None:
+        with self._guard:
+            entry = self._locks[ino]
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[ino]
+
+    @contextmanager
+    def held(self, ino: int) -> Iterator[None]:
+        self.acquire(ino)
+        try:
+            yield
+        finally:
+            self.release(ino)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 def virtual_node(ino: int, entry: Entry, origin: bytes) -> HNode:
     """The node a base entry would be if stored now."""
     size = entry.size if entry.kind in (Kind.FILE, Kind.SYMLINK) else 0
@@ -102,7 +163,7 @@ class HeadFS:
         self._keys: dict[tuple[object, ...], int] = {}
         self._next = db.next_ino()
         self.open_count: dict[int, int] = {}
-        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self.file_locks = FileLocks()
         self._link_paths: dict[int, list[bytes]] | None = None
         root = db.node(HEAD_ROOT)
         assert root is not None, "head state without a root (vfs.head.session creates it)"
@@ -485,6 +546,38 @@ class HeadFS:
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, mtime_ns: int | None = None,
                 ) -> Attr:
+        """Change attributes; a size change cuts or extends the file. In the calling thread
+        (the daemon splits a size change so that its trio thread never waits for a file's
+        lock: `prepare_truncate`, `truncate_data`, then this with `data_done`)."""
+        if size is None:
+            return self._set_attrs(ino, mode, uid, gid, None, mtime_ns)
+        self.prepare_truncate(ino)
+        with self.file_locks.held(ino):  # FILE before HEAD_DB, never the other way
+            self.truncate_data(ino, size)
+            return self._set_attrs(ino, mode, uid, gid, size, mtime_ns)
+
+    def prepare_truncate(self, ino: int) -> HNode:
+        """Store the node a size change is about to cut (IsADir / Invalid if it is no file)."""
+        n = self._store(ino)
+        if n.kind == Kind.DIR:
+            raise IsADir("is a directory")
+        if n.kind != Kind.FILE:
+            raise Invalid("not a regular file")
+        return n
+
+    def truncate_data(self, ino: int, size: int) -> None:
+        """Cut the overlay of a stored file at `size` (any thread; takes the file's lock)."""
+        with self.file_locks.held(ino):
+            self.overlays.truncate(ino, size)
+
+    def finish_truncate(self, ino: int, size: int, *, mode: int | None = None,
+                        uid: int | None = None, gid: int | None = None,
+                        mtime_ns: int | None = None) -> Attr:
+        """Record the new size once `truncate_data` has cut the overlay."""
+        return self._set_attrs(ino, mode, uid, gid, size, mtime_ns)
+
+    def _set_attrs(self, ino: int, mode: int | None, uid: int | None, gid: int | None,
+                   size: int | None, mtime_ns: int | None) -> Attr:
         with self.db.txn():
             n = self._store(ino)
             changes: dict[str, object] = {"ctime_ns": now_ns()}
@@ -501,8 +594,6 @@ class HeadFS:
                     raise IsADir("is a directory")
                 if n.kind != Kind.FILE:
                     raise Invalid("not a regular file")
-                with self.stripe(ino):
-                    self.overlays.truncate(ino, size)
                 changes["size"] = size
                 changes["base_len"] = min(n.base_len, size)
                 if size != n.size and mtime_ns is None:
@@ -607,10 +698,6 @@ class HeadFS:
         else:
             self.open_count[handle.ino] = left
 
-    def stripe(self, ino: int) -> threading.Lock:
-        """Held while a file's overlay is read or changed, so a read never mixes states."""
-        return self._stripes[ino % _STRIPES]
-
     def rebase(self, version: Version) -> None:
         """A commit made `version` the base (the stored nodes were updated by the caller)."""
         self.base = version
@@ -624,7 +711,7 @@ class HeadFS:
         if self.db.node(n.ino) is None:  # never written: straight from the base
             return self.store.contents.read(_content(n.base), n.base_size, offset, end - offset)
         try:
-            with self.stripe(n.ino):
+            with self.file_locks.held(n.ino):
                 n = self.db.node(n.ino) or n  # a commit may have rebased it meanwhile
                 return self._read_locked(n, offset, min(end, n.size))
         except CorruptData as exc:
@@ -651,7 +738,7 @@ class HeadFS:
     def read_into(self, n: HNode, view: memoryview, offset: int) -> int:
         """Fill `view` with the file's bytes at `offset` (any thread); the count read. Written
         bytes go straight into `view` (commit reads every changed file this way)."""
-        with self.stripe(n.ino):
+        with self.file_locks.held(n.ino):
             n = self.db.node(n.ino) or n
             end = min(offset + len(view), n.size)
             if offset >= end:
@@ -688,8 +775,8 @@ class HeadFS:
     def write(self, handle: HeadFileHandle, offset: int, data: bytes) -> int:
         """A whole write in the calling thread (prepare, write_data, finish_write)."""
         node, offset = self.prepare_write(handle, offset)
-        self.write_data(node, offset, data)
-        self.finish_write(handle.ino, offset, len(data))
+        copied = self.write_data(node, offset, data)
+        self.finish_write(handle.ino, offset, len(data), copied)
         return len(data)
 
     def prepare_write(self, handle: HeadFileHandle, offset: int) -> tuple[HNode, int]:
@@ -703,24 +790,31 @@ class HeadFS:
             # marked before the bytes land: a crash between the two must not leave bytes that
             # @head serves but status and commit would not see
             n = self._update(n)
-        if self.overlays.whole_copy and n.base_len > 0:
-            with self.stripe(n.ino):
-                self.overlays.copy_whole(n.ino, n.size,
-                                         lambda o, k: self._read_locked(n, o, o + k))
-            n = self._update(n, base_len=0)
         return n, offset
 
-    def write_data(self, n: HNode, offset: int, data: bytes) -> None:
-        """Put the bytes into the overlay (any thread; writes to one file are serialized)."""
-        with self.stripe(n.ino):
+    def write_data(self, n: HNode, offset: int, data: bytes) -> bool:
+        """Put the bytes into the overlay (any thread; takes the file's lock). Returns whether
+        the file's whole content was copied up first (without exact hole reporting), which
+        `finish_write` then records."""
+        with self.file_locks.held(n.ino):
             current = self.db.node(n.ino) or n
+            copied = False
+            if self.overlays.whole_copy and current.base_len > 0:
+                self.overlays.copy_whole(n.ino, current.size,
+                                         lambda o, k: self._read_locked(current, o, o + k))
+                copied = True
             self.overlays.write(n.ino, offset, data, current.size,
                                 lambda o, k: self._read_locked(current, o, o + k))
+            return copied
 
-    def finish_write(self, ino: int, offset: int, length: int) -> None:
+    def finish_write(self, ino: int, offset: int, length: int, copied: bool = False) -> None:
         n = self.node(ino)
         t = now_ns()
-        self._update(n, mtime_ns=t, ctime_ns=t, size=max(n.size, offset + length))
+        changes: dict[str, object] = {"mtime_ns": t, "ctime_ns": t,
+                                      "size": max(n.size, offset + length)}
+        if copied:
+            changes["base_len"] = 0
+        self._update(n, **changes)
 
     def fsync(self, ino: int) -> None:
         """Everything written to @head so far is durable once this returns. All overlays are

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from vfs.errors import CorruptData
 from vfs.fsutil import fsync_dir, no_space
+from vfs.lockorder import OrderedLock, Rank
 
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
@@ -94,7 +95,8 @@ class Overlays:
         self._sums: dict[int, int] = {}
         self._unsynced: set[int] = set()
         """Nodes written since the last sync_all (their descriptors may be closed since)."""
-        self._lock = threading.Lock()
+        self._lock = OrderedLock(Rank.OVERLAYS, "overlay descriptors")
+        """The descriptor tables; see vfs.lockorder (nothing is taken while it is held)."""
         self._created: set[int] = set()
         self.trash = directory.parent / "trash"
         """Overlay files a commit discarded, waiting for their blocks to be freed."""

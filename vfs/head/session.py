@@ -45,7 +45,8 @@ class HeadSession:
         with contextlib.suppress(DsfsError, OSError):
             self.fs.sync_all(checkpoint=True)
             self.db.set_meta("running", 0)
-            self.db.sync(checkpoint=True)
+            self.db.sync()
+            self.db.checkpoint()
         self.overlays.wait_for_purge()  # space a commit freed is free when the session ends
         self.overlays.close()
         self.db.close()

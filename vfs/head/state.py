@@ -34,8 +34,9 @@ plan        ino -> new base (NULL: unchanged), base_size, origin (its path in th
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
-import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,11 +46,14 @@ from typing import Any
 
 from vfs import schema
 from vfs.errors import CorruptData, NewerFormat, StoreWriteError
-from vfs.fsutil import no_space
+from vfs.fsutil import fsync_dir, no_space
+from vfs.lockorder import OrderedLock, Rank
 from vfs.model import Kind, Xattrs
 
 HEAD_ROOT = 1
 WHITEOUT = 0
+CHECKPOINT_BYTES = 16 << 20
+"""A periodic sync folds the write-ahead log into the database once it is this big."""
 SCHEMA_VERSION = 2
 
 _SCHEMA = """
@@ -144,7 +148,11 @@ class HeadDB:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._lock = threading.RLock()
+        self._lock = OrderedLock(Rank.HEAD_DB, "@head database", reentrant=True)
+        """Serializes use of the one connection (any thread); see vfs.lockorder for what may
+        be taken while it is held. Never held across an fsync."""
+        self._log_path = Path(f"{path}-wal")
+        self._log_dir_synced = False
         self._cache: dict[int, HNode | None] = {}
         c = self._conn
         c.execute("PRAGMA journal_mode=WAL")
@@ -187,17 +195,50 @@ class HeadDB:
                 raise _translate(exc, self.path) from None
 
     def sync(self, checkpoint: bool = False) -> None:
-        """Make every committed change durable (fsync of the write-ahead log). Callers sync the
-        overlay files first: data before the metadata that describes it."""
+        """Make every committed change durable. Callers sync the overlay files first: data
+        before the metadata that describes it.
+
+        The write-ahead log is fsynced outside the connection's lock, so a sync (every 30 s,
+        every fsync() in @head) never makes another thread's query wait for the disk. That is
+        what synchronous=FULL would do at this commit, done by hand: SQLite's recovery keeps
+        exactly the transactions whose frames are whole in the log. With `checkpoint`, a log
+        grown past CHECKPOINT_BYTES is folded into the database file (under the lock: rare);
+        `checkpoint()` does it always (a clean stop)."""
+        with self.txn():
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES('synced', 1)")
+        try:
+            self._fsync_log()
+        except OSError as exc:
+            raise _translate_os(exc, self.path) from None
+        if checkpoint and self.log_bytes() >= CHECKPOINT_BYTES:
+            self.checkpoint()
+
+    def _fsync_log(self) -> None:
+        try:
+            fd = os.open(self._log_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # no log: everything is in the database file, synced by its checkpoint
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not self._log_dir_synced:
+            fsync_dir(self.path.parent)  # the log's name, once per session
+            self._log_dir_synced = True
+
+    def log_bytes(self) -> int:
+        try:
+            return self._log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def checkpoint(self) -> None:
+        """Fold the log into the database file and empty it (after `sync`)."""
         with self._lock:
-            self._conn.execute("PRAGMA synchronous=FULL")
             try:
-                with self.txn():
-                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES('synced', 1)")
-            finally:
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-            if checkpoint:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
 
     def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
@@ -374,6 +415,12 @@ def _translate(exc: sqlite3.Error, path: Path) -> Exception:
     if "full" in text or "no space" in text:
         return no_space(path.parent)
     return StoreWriteError(f"@head state {path} could not be written: {exc}")
+
+
+def _translate_os(exc: OSError, path: Path) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return no_space(path.parent)
+    return StoreWriteError(f"@head state {path} could not be synced: {exc}")
 
 
 def open_head_db(head_dir: Path) -> HeadDB:
