@@ -414,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_head_commands(add)
     p = add("gc", cmd_gc, "free space no version, tag or head uses", json_=True)
     p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
+    from daemon.versioncli import add_version_command
+
+    add_version_command(parser, add)
     return parser
 
 
