@@ -317,8 +317,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if args.debug:
         argv.append("--debug")
     log_path = mount.runtime_dir() / f"{mount.runtime_file(opts.mountpoint).stem}.log"
-    mount.spawn_background(argv, log_path)
+    ready = mount.spawn_background(argv, log_path)
     note(args, f"mounted {opts.store} at {opts.mountpoint} (log: {log_path})")
+    if ready == "ok nohead":
+        from daemon.headservice import head_holder
+
+        print(f"dsfs: note: @head of {opts.store} is served by another mount "
+              f"({head_holder(opts.store, mount.runtime_dir())}): this mount shows the "
+              "versions only", file=sys.stderr)
     return 0
 
 

@@ -306,16 +306,19 @@ async def _main(store: Store, ops: Operations, view: VersionsView, mountpoint: P
         nursery.start_soon(sync_head_periodically, ops)
         log.info("serving %d versions", len(view.versions))
         sd_notify("READY=1\nSTATUS=serving")
-        if ready_fd is not None:
-            os.write(ready_fd, b"ok\n")
+        if ready_fd is not None:  # "ok nohead": mounted, but another process serves @head
+            os.write(ready_fd, b"ok\n" if ops.head is not None else b"ok nohead\n")
             os.close(ready_fd)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
         sd_notify("STOPPING=1")
         nursery.cancel_scope.cancel()
 
 
-def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> None:
-    """Start the foreground daemon detached; return once it has mounted (or say why not)."""
+def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> str:
+    """Start the foreground daemon detached; return once it has mounted (or say why not).
+
+    Returns the daemon's ready line: "ok", or "ok nohead" when another process serves @head.
+    """
     read_fd, write_fd = os.pipe()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as logf:
@@ -338,7 +341,7 @@ def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> 
     finally:
         os.close(read_fd)
     if chunks.startswith(b"ok"):
-        return
+        return chunks.split(b"\n", 1)[0].decode(errors="replace")
     code = proc.poll()
     tail = _last_error(log_path)
     if code is None:
