@@ -17,6 +17,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -116,6 +117,23 @@ def runtime_file(mountpoint: Path) -> Path:
 
 # -- checks before mounting ----------------------------------------------------------------
 
+def check_fuse_access() -> None:
+    """A user other than root mounts by opening /dev/fuse and running the setuid fusermount3:
+    say what is missing before the daemon starts, instead of libfuse's late failure."""
+    if os.geteuid() == 0:
+        return
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
+        raise MountError(f"/dev/fuse (mode {mode:04o}) does not let you read and write it: "
+                         "mount as root, or let users mount FUSE filesystems with "
+                         "`chmod 0666 /dev/fuse` (as root)")
+    path = fusermount()
+    st = os.stat(path)
+    if st.st_uid != 0 or not st.st_mode & stat.S_ISUID:
+        raise MountError(f"{path} is not setuid root, so only root can mount: mount as root, "
+                         f"or restore it with `chmod u+s {path}` (as root)")
+
+
 def preflight(opts: MountOptions) -> None:
     mp = opts.mountpoint
     if is_stale(mp):
@@ -128,6 +146,7 @@ def preflight(opts: MountOptions) -> None:
         raise MountError("/dev/fuse is missing: install fuse3 (apt-get install fuse3) and "
                          "load the fuse module (modprobe fuse)")
     fusermount()
+    check_fuse_access()
     current = mounted_at(mp)
     if current is not None:
         what = "dsfs" if current[1].endswith("dsfs") else current[1]
