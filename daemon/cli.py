@@ -176,13 +176,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from vfs.diff import diff_trees
+    from vfs.diff import diff_versions
     from vfs.model import Kind
 
     with open_store(args) as store:
         a, b = store.resolve(args.a), store.resolve(args.b)
-        changes = list(diff_trees(store, a.root, b.root))
-        counts = {"A": 0, "D": 0, "M": 0, "T": 0}
+        changes = diff_versions(store, a.root, b.root, renames=not args.no_renames)
+        counts = {"A": 0, "D": 0, "M": 0, "T": 0, "R": 0}
         delta = 0
         for c in changes:
             counts[c.status] += 1
@@ -193,22 +193,26 @@ def cmd_diff(args: argparse.Namespace) -> int:
             emit_json({"from": a.name, "to": b.name,
                        "summary": {"added": counts["A"], "removed": counts["D"],
                                    "modified": counts["M"], "type_changed": counts["T"],
-                                   "bytes_delta": delta},
+                                   "renamed": counts["R"], "bytes_delta": delta},
                        "changes": [] if args.stat else [
                            {"status": c.status, "path": os.fsdecode(c.path),
-                            "type": (c.new or c.old).kind.name.lower()  # type: ignore[union-attr]
+                            "type": (c.new or c.old).kind.name.lower(),  # type: ignore[union-attr]
+                            **({"old_path": os.fsdecode(c.old_path)}
+                               if c.old_path is not None else {})
                             } for c in changes]})
             return 0
-        if not args.stat:
-            for c in changes:
-                e = c.new or c.old
-                slash = "/" if e is not None and e.kind == Kind.DIR else ""
-                print(f"{c.status} {fmt.path(c.path)}{slash}")
-        if args.stat or not args.quiet:
+        if args.stat:  # the summary is the result asked for: stdout, like the change lines
             print(f"{a.name}..{b.name}: {counts['A']:,} added, {counts['D']:,} removed, "
                   f"{counts['M']:,} modified, {counts['T']:,} type changed, "
-                  f"{'+' if delta >= 0 else '-'}{fmt.size(abs(delta))}",
-                  file=sys.stdout if args.stat else sys.stderr)
+                  f"{counts['R']:,} renamed, {'+' if delta >= 0 else '-'}{fmt.size(abs(delta))}")
+            return 0
+        for c in changes:
+            e = c.new or c.old
+            slash = "/" if e is not None and e.kind == Kind.DIR else ""
+            if c.old_path is not None:
+                print(f"{c.status} {fmt.path(c.old_path)} -> {fmt.path(c.path)}{slash}")
+            else:
+                print(f"{c.status} {fmt.path(c.path)}{slash}")
     return 0
 
 
@@ -317,8 +321,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if args.debug:
         argv.append("--debug")
     log_path = mount.runtime_dir() / f"{mount.runtime_file(opts.mountpoint).stem}.log"
-    mount.spawn_background(argv, log_path)
+    ready = mount.spawn_background(argv, log_path)
     note(args, f"mounted {opts.store} at {opts.mountpoint} (log: {log_path})")
+    if ready == "ok nohead":
+        from daemon.headservice import head_holder
+
+        print(f"dsfs: note: @head of {opts.store} is served by another mount "
+              f"({head_holder(opts.store, mount.runtime_dir())}): this mount shows the "
+              "versions only", file=sys.stderr)
     return 0
 
 
@@ -376,11 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version")
     p.add_argument("dest")
     p.add_argument("--force", action="store_true", help="write into a non-empty DEST")
-    p = add("diff", cmd_diff, "paths added (A), removed (D), modified (M), type changed (T)",
+    p = add("diff", cmd_diff, "paths added (A), removed (D), modified (M), type changed (T), "
+            "renamed (R old -> new); everything goes to stdout, one change per line",
             json_=True)
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
-    p.add_argument("--stat", action="store_true", help="only the summary")
+    p.add_argument("--stat", action="store_true",
+                   help="print only the summary line (on stdout) instead of the changes")
+    p.add_argument("--no-renames", action="store_true",
+                   help="list a rename as a removal and an addition (by default a removed "
+                        "and an added path with identical content, a file or a whole "
+                        "directory, are one R line)")
     p = add("tag", cmd_tag, "name a version, or delete a name")
     p.add_argument("version", nargs="?")
     p.add_argument("name", nargs="?")
@@ -425,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_head_commands(add)
     p = add("gc", cmd_gc, "free space no version, tag or head uses", json_=True)
     p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
+    from daemon.versioncli import add_version_command
+
+    add_version_command(parser, add)
     return parser
 
 

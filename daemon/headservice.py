@@ -54,6 +54,22 @@ def attach_head(store: Store, ops: Operations) -> bool:
     return True
 
 
+def head_holder(store_root: Path, runtime: Path) -> str:
+    """Who serves @head of this store, for a person: "pid N, mounted at MOUNTPOINT"."""
+    try:
+        pid = int(json.loads(control_note(store_root).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process holds its lock"
+    for info in runtime.glob("mount-*.json"):
+        try:
+            noted = json.loads(info.read_text())
+            if int(noted["pid"]) == pid:
+                return f"pid {pid}, mounted at {noted['mountpoint']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return f"pid {pid}"
+
+
 def _field(msg: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     """A request field of the right type (or absent/null: the default), else a UserError."""
     value = msg.get(name)

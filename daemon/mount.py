@@ -18,6 +18,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -118,6 +119,23 @@ def runtime_file(mountpoint: Path) -> Path:
 
 # -- checks before mounting ----------------------------------------------------------------
 
+def check_fuse_access() -> None:
+    """A user other than root mounts by opening /dev/fuse and running the setuid fusermount3:
+    say what is missing before the daemon starts, instead of libfuse's late failure."""
+    if os.geteuid() == 0:
+        return
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
+        raise MountError(f"/dev/fuse (mode {mode:04o}) does not let you read and write it: "
+                         "mount as root, or let users mount FUSE filesystems with "
+                         "`chmod 0666 /dev/fuse` (as root)")
+    path = fusermount()
+    st = os.stat(path)
+    if st.st_uid != 0 or not st.st_mode & stat.S_ISUID:
+        raise MountError(f"{path} is not setuid root, so only root can mount: mount as root, "
+                         f"or restore it with `chmod u+s {path}` (as root)")
+
+
 def preflight(opts: MountOptions) -> None:
     mp = opts.mountpoint
     # ask /proc first: a stat of a mountpoint whose daemon hangs would hang too
@@ -135,6 +153,7 @@ def preflight(opts: MountOptions) -> None:
         raise MountError("/dev/fuse is missing: install fuse3 (apt-get install fuse3) and "
                          "load the fuse module (modprobe fuse)")
     fusermount()
+    check_fuse_access()
     current = mounted_at(mp)
     if current is not None:
         what = "dsfs" if current[1].endswith("dsfs") else current[1]
@@ -316,16 +335,19 @@ async def _main(store: Store, ops: Operations, view: VersionsView, mountpoint: P
         nursery.start_soon(sync_head_periodically, ops)
         log.info("serving %d versions", len(view.versions))
         sd_notify("READY=1\nSTATUS=serving")
-        if ready_fd is not None:
-            os.write(ready_fd, b"ok\n")
+        if ready_fd is not None:  # "ok nohead": mounted, but another process serves @head
+            os.write(ready_fd, b"ok\n" if ops.head is not None else b"ok nohead\n")
             os.close(ready_fd)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
         sd_notify("STOPPING=1")
         nursery.cancel_scope.cancel()
 
 
-def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> None:
-    """Start the foreground daemon detached; return once it has mounted (or say why not)."""
+def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> str:
+    """Start the foreground daemon detached; return once it has mounted (or say why not).
+
+    Returns the daemon's ready line: "ok", or "ok nohead" when another process serves @head.
+    """
     read_fd, write_fd = os.pipe()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as logf:
@@ -348,7 +370,7 @@ def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> 
     finally:
         os.close(read_fd)
     if chunks.startswith(b"ok"):
-        return
+        return chunks.split(b"\n", 1)[0].decode(errors="replace")
     code = proc.poll()
     tail = _last_error(log_path)
     if code is None:

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from tests.treeutil import write
-from vfs.diff import diff_trees
+from vfs.diff import diff_trees, diff_versions
 from vfs.importer import import_tree
 from vfs.store import Store
 
@@ -57,3 +57,69 @@ def test_diff_inside_a_large_directory_reports_only_the_changed_names(store: Sto
     import_tree(store, src, "two")
     assert changes(store, "v1", "v2") == [("M", "flat/01500.txt"), ("A", "flat/01500a.txt"),
                                           ("D", "flat/02999.txt")]
+
+
+def test_diff_finds_renamed_directories_and_files_as_one_change_each(store: Store,
+                                                                     tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(5):
+        write(src / f"images/cats/{i}.jpg", f"cat {i}".encode())
+    write(src / "images/dogs/d.jpg", b"dog")
+    write(src / "labels.csv", b"1,cat\n")
+    write(src / "notes/readme.txt", b"read me")
+    write(src / "empty.txt", b"")
+    import_tree(store, src, "one")
+    (src / "images/cats").rename(src / "images/felines")
+    (src / "labels.csv").rename(src / "meta-labels.csv")
+    (src / "notes/readme.txt").rename(src / "README.txt")
+    write(src / "notes/other.txt", b"other")
+    (src / "empty.txt").rename(src / "empty2.txt")
+    import_tree(store, src, "two")
+    va, vb = store.resolve("v1"), store.resolve("v2")
+    found = [(c.status, os.fsdecode(c.old_path or b""), os.fsdecode(c.path))
+             for c in diff_versions(store, va.root, vb.root)]
+    assert found == [
+        ("R", "notes/readme.txt", "README.txt"),
+        ("D", "", "empty.txt"),  # empty files are all alike: no rename is guessed
+        ("A", "", "empty2.txt"),
+        ("R", "images/cats", "images/felines"),
+        ("R", "labels.csv", "meta-labels.csv"),
+        ("A", "", "notes/other.txt"),
+    ]
+    plain = [(c.status, os.fsdecode(c.path))
+             for c in diff_versions(store, va.root, vb.root, renames=False)]
+    assert plain == changes(store, "v1", "v2")
+    assert ("D", "images/cats/3.jpg") in plain and ("A", "images/felines") in plain
+    back = [(c.status, os.fsdecode(c.old_path or b""), os.fsdecode(c.path))
+            for c in diff_versions(store, vb.root, va.root)]
+    assert ("R", "images/felines", "images/cats") in back
+
+
+def test_a_renamed_directory_hides_copies_of_its_files(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "a/x.bin", b"x" * 100)
+    write(src / "a/y.bin", b"y" * 100)
+    import_tree(store, src, "one")
+    (src / "a").rename(src / "b")
+    write(src / "0copy/x.bin", b"x" * 100)  # sorts before b/: a copy, not where a/x.bin went
+    import_tree(store, src, "two")
+    va, vb = store.resolve("v1"), store.resolve("v2")
+    found = [(c.status, os.fsdecode(c.old_path or b""), os.fsdecode(c.path))
+             for c in diff_versions(store, va.root, vb.root)]
+    assert found == [("A", "", "0copy"), ("A", "", "0copy/x.bin"), ("R", "a", "b")]
+
+
+def test_an_outer_directory_rename_wins_over_a_copy_of_its_subdirectory(store: Store,
+                                                                      tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "z/sub/f.bin", b"f" * 50)
+    write(src / "z/g.bin", b"g" * 50)
+    import_tree(store, src, "one")
+    (src / "z").rename(src / "b")
+    write(src / "a/sub/f.bin", b"f" * 50)  # a copy of z/sub, listed before b/
+    import_tree(store, src, "two")
+    va, vb = store.resolve("v1"), store.resolve("v2")
+    found = [(c.status, os.fsdecode(c.old_path or b""), os.fsdecode(c.path))
+             for c in diff_versions(store, va.root, vb.root)]
+    assert found == [("A", "", "a"), ("A", "", "a/sub"), ("A", "", "a/sub/f.bin"),
+                     ("R", "z", "b")]
