@@ -3,8 +3,9 @@
 Owns: marking reachable objects, deleting dead packs, rewriting mostly-dead packs (every pack
 holding dead data with `compact`), removing orphan packs left by interrupted writers. Data of
 a dropped version that a mount still has files open in (a held pin, vfs.locks) counts as live
-until they are closed; the report names those versions. Never imports: daemon, trio, pyfuse3. Holds the store's
-gc lock exclusively (no import or commit runs meanwhile); mounts keep reading throughout.
+until they are closed; the report names those versions. Never imports: daemon, trio, pyfuse3.
+Holds the store's gc lock exclusively (no import or commit runs meanwhile); mounts keep reading
+throughout.
 
 Order, for crash safety: new packs are written and fsynced first; one index transaction then
 points the moved objects at them and forgets dead objects and packs; old pack files are deleted
