@@ -284,9 +284,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
                   f"{r.packs_rewritten} rewritten, {r.orphan_files} orphan files")
             if r.dead_bytes_kept:
                 stays = "would stay" if r.dry_run else "stays"
-                print(f"{fmt.size(r.dead_bytes_kept)} of dropped data {stays} in "
-                      f"{r.packs_kept_with_dead} packs that are more than half live; "
-                      "`dsfs gc --compact` rewrites them")
+                packs = "1 pack that is" if r.packs_kept_with_dead == 1 else \
+                    f"{r.packs_kept_with_dead} packs that are"
+                print(f"{fmt.size(r.dead_bytes_kept)} of dropped data {stays} in {packs} "
+                      "more than half live; `dsfs gc --compact` rewrites them")
             for n in r.kept_open:
                 print(f"v{n} is dropped but a mount has files of it open: its data stays "
                       "until they are closed and gc runs again")
