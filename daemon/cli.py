@@ -270,17 +270,31 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from vfs.gc import collect_garbage
 
     with open_store(args) as store:
-        r = collect_garbage(store, dry_run=args.dry_run, progress=make_progress(args.quiet))
+        r = collect_garbage(store, dry_run=args.dry_run, progress=make_progress(args.quiet),
+                            compact=args.compact)
         if args.json:
-            emit_json({"dry_run": r.dry_run, "bytes_freed": r.bytes_freed,
+            emit_json({"dry_run": r.dry_run, "compact": args.compact,
+                       "bytes_freed": r.bytes_freed,
                        "packs_deleted": r.packs_deleted, "packs_rewritten": r.packs_rewritten,
                        "dead_objects": r.dead_objects, "live_objects": r.live_objects,
-                       "orphan_files": r.orphan_files, "kept_damaged_packs": r.kept_damaged})
+                       "orphan_files": r.orphan_files, "kept_damaged_packs": r.kept_damaged,
+                       "dead_bytes_kept": r.dead_bytes_kept,
+                       "packs_kept_with_dead_data": r.packs_kept_with_dead,
+                       "kept_for_open_files": [f"v{n}" for n in r.kept_open]})
         else:
             verb = "would free" if r.dry_run else "freed"
             print(f"{verb} {fmt.size(r.bytes_freed)} ({r.bytes_freed:,} bytes): "
                   f"{r.dead_objects:,} dead objects, {r.packs_deleted} packs deleted, "
                   f"{r.packs_rewritten} rewritten, {r.orphan_files} orphan files")
+            if r.dead_bytes_kept:
+                stays = "would stay" if r.dry_run else "stays"
+                packs = "1 pack that is" if r.packs_kept_with_dead == 1 else \
+                    f"{r.packs_kept_with_dead} packs that are"
+                print(f"{fmt.size(r.dead_bytes_kept)} of dropped data {stays} in {packs} "
+                      "more than half live; `dsfs gc --compact` rewrites them")
+            for n in r.kept_open:
+                print(f"v{n} is dropped but a mount has files of it open: its data stays "
+                      "until they are closed and gc runs again")
             for name in r.kept_damaged:
                 print(f"dsfs: warning: pack {name[:12]} kept: it holds damaged live data "
                       "(run `dsfs verify --read-data`)", file=sys.stderr)
@@ -441,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_head_commands(add)
     p = add("gc", cmd_gc, "free space no version, tag or head uses", json_=True)
     p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
+    p.add_argument("--compact", action="store_true",
+                   help="rewrite every pack that holds dropped data, not only mostly-dead ones")
     from daemon.versioncli import add_version_command
 
     add_version_command(parser, add)

@@ -42,6 +42,7 @@ from vfs.view import ROOT_INO, VersionsView
 
 log = logging.getLogger("dsfs.mount")
 POLL_SECONDS = 0.5
+READER_CHECK_POLLS = 60
 READ_AHEAD_KB = 1024
 
 
@@ -229,12 +230,20 @@ async def raise_read_ahead(mountpoint: Path) -> None:
 
 async def _poll_versions(view: VersionsView, ops: Operations) -> None:
     warned = False
+    polls = 0
     while True:
         await trio.sleep(POLL_SECONDS)
+        polls += 1
         try:
+            _tidy_store(view, polls)
             changed = view.refresh()
         except DsfsError as exc:
             log.warning("could not re-read the version log: %s", exc)
+            continue
+        except Exception:
+            # an error nobody foresaw (an LMDB code `translate` does not know, say) must not
+            # end the poll: the nursery would cancel everything and unmount the filesystem
+            log.exception("could not re-read the version log (retrying in %ss)", POLL_SECONDS)
             continue
         if changed and not ops.serve_xattrs and not warned and view.has_xattrs():
             warned = True
@@ -246,6 +255,20 @@ async def _poll_versions(view: VersionsView, ops: Operations) -> None:
             log.info("root changed: %s", os.fsdecode(name))
             pyfuse3.invalidate_entry_async(pyfuse3.InodeT(ROOT_INO), pyfuse3.FileNameT(name),
                                            ignore_enoent=True)
+
+
+def _tidy_store(view: VersionsView, polls: int) -> None:
+    """Housekeeping on each poll: close descriptors of packs gc deleted (so their space is
+    freed now, not at unmount) and, every READER_CHECK_POLLS, free LMDB reader slots of dead
+    processes."""
+    store = view.store
+    gone = store.reader.packs.close_deleted()
+    if gone:
+        log.info("closed %d packs removed by gc", len(gone))
+    if polls % READER_CHECK_POLLS == 0:
+        freed = store.index.clear_stale_readers()
+        if freed:
+            log.info("freed %d index reader slots of processes that died", freed)
 
 
 async def _watch_signals(on_ready: trio.Event) -> None:

@@ -32,6 +32,9 @@ T = TypeVar("T")
 P = ParamSpec("P")
 Handler = Callable[Concatenate["Operations", P], Coroutine[Any, Any, T]]
 NEGATIVE_TIMEOUT = 24 * 3600.0
+FILE_HANDLE_OPS = frozenset({"read", "write", "release", "flush", "fsync"})
+DIR_HANDLE_OPS = frozenset({"readdir", "releasedir", "fsyncdir"})
+"""Handlers whose first argument is a file or directory handle, not an inode."""
 PREFETCH_BYTES = 8 << 20
 
 
@@ -97,14 +100,22 @@ class Operations(pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None
 
     def describe(self, op: str, args: Sequence[Any]) -> str:
-        if args and isinstance(args[0], int) and not is_head(args[0]):
-            fh = self._files.get(args[0])
-            if fh is not None and op == "read":
-                return self.view.path_of(fh.node)
-            node = self.view.inodes.get(args[0])
-            if node is not None:
-                return self.view.path_of(node)
-        return op
+        """The path a failed request was about, for the log (else the handler's name)."""
+        if not args or not isinstance(args[0], int):
+            return op
+        first = args[0]
+        if op in FILE_HANDLE_OPS:
+            fh = self._files.get(first)
+            return self.view.path_of(fh.node) if fh is not None else op
+        if op in DIR_HANDLE_OPS:
+            dh = self._dirs.get(first)
+            return self.view.path_of(dh.node) if isinstance(dh, DirHandle) else op
+        if is_head(first):
+            return op
+        try:
+            return self.view.path_of(self.view.node(first))
+        except DsfsError:
+            return op
 
     def _new_fh(self) -> int:
         fh = self._next_fh
@@ -266,7 +277,9 @@ class Operations(pyfuse3.Operations):
         if self.head is not None and fh in self.head.files:
             await self.head.release(fh)
             return
-        self._files.pop(fh, None)
+        handle = self._files.pop(fh, None)
+        if handle is not None:
+            self.view.close(handle)
 
     @guarded
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:

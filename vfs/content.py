@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from vfs import schema
+from vfs.errors import CorruptData
 from vfs.ids import ChunkId, ObjectId, ObjType
 from vfs.model import (
     REF_CHUNK,
@@ -151,8 +152,14 @@ class ContentReader:
         length = min(length, size - offset)
         if ref_kind(ref) == REF_CHUNK:
             whole = fetch(ChunkId(ref_id(ref)))
+            if whole is not None and len(whole) != size:
+                raise CorruptData(f"the file's one chunk holds {len(whole):,} bytes, its entry "
+                                  f"says {size:,}")
             return None if whole is None else whole[offset:offset + length]
         fc = self.layout(ref)
+        if fc.size != size:
+            raise CorruptData(f"the file's chunks hold {fc.size:,} bytes, its entry says "
+                              f"{size:,}")
         i = fc.locate(offset)
         out: list[bytes] = []
         end = offset + length

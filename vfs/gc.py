@@ -1,8 +1,11 @@
 """`dsfs gc`: reclaim what no version, tag or head references.
 
-Owns: marking reachable objects, deleting dead packs, rewriting mostly-dead packs, removing
-orphan packs left by interrupted writers. Never imports: daemon, trio, pyfuse3. Holds the store's
-gc lock exclusively (no import or commit runs meanwhile); mounts keep reading throughout.
+Owns: marking reachable objects, deleting dead packs, rewriting mostly-dead packs (every pack
+holding dead data with `compact`), removing orphan packs left by interrupted writers. Data of
+a dropped version that a mount still has files open in (a held pin, vfs.locks) counts as live
+until they are closed; the report names those versions. Never imports: daemon, trio, pyfuse3.
+Holds the store's gc lock exclusively (no import or commit runs meanwhile); mounts keep reading
+throughout.
 
 Order, for crash safety: new packs are written and fsynced first; one index transaction then
 points the moved objects at them and forgets dead objects and packs; old pack files are deleted
@@ -17,14 +20,17 @@ from dataclasses import dataclass, field
 
 from vfs import schema
 from vfs.errors import CorruptData
-from vfs.ids import ObjectId, ObjType
+from vfs.ids import ObjectId, ObjType, TreeId
+from vfs.locks import pinned_roots
 from vfs.objects import register_pack
-from vfs.pack import REC_HEADER, PackWriter, pack_path
+from vfs.pack import PACK_HEADER, REC_HEADER, TRAILER, PackWriter, pack_path
 from vfs.progress import NoProgress, Progress
 from vfs.reach import version_object_id, walk_versions
 from vfs.store import Store
 
 REWRITE_BELOW = 0.5
+FOOTER_ROW_BYTES = 60
+"""About what one record's row costs in a pack's footer (msgpack of id, kind, offsets, crc)."""
 
 
 @dataclass
@@ -38,6 +44,11 @@ class GcReport:
     bytes_freed: int = 0
     bytes_rewritten: int = 0
     kept_damaged: list[str] = field(default_factory=list)
+    dead_bytes_kept: int = 0
+    """Bytes of dead records left in packs gc chose not to rewrite (mostly live ones)."""
+    packs_kept_with_dead: int = 0
+    kept_open: list[int] = field(default_factory=list)
+    """Dropped versions whose data stays because a mount has files of them open."""
 
 
 @dataclass
@@ -46,15 +57,34 @@ class _PackInfo:
     name: str
     size: int
     live: list[tuple[bytes, schema.ObjLoc]] = field(default_factory=list)
+    records: int = 0
     dead: list[bytes] = field(default_factory=list)
     live_bytes: int = 0
 
+    @property
+    def has_dead(self) -> bool:
+        """Dead records still indexed, or records an earlier gc forgot but left in the pack."""
+        return bool(self.dead) or len(self.live) < self.records
 
-def _live_set(store: Store, progress: Progress) -> set[bytes]:
+    @property
+    def dead_bytes(self) -> int:
+        """Bytes of dead records (what rewriting would save, pack overhead aside)."""
+        overhead = PACK_HEADER.size + TRAILER.size + FOOTER_ROW_BYTES * self.records
+        return max(0, self.size - overhead - self.live_bytes)
+
+
+def _live_set(store: Store, progress: Progress, report: GcReport) -> set[bytes]:
     versions = store.versions()
+    # after listing versions (vfs.locks): a pin taken later is refused by its mount
+    pinned = {n: root for n, root in pinned_roots(store.root).items()
+              if n not in {v.number for v in versions}}
     progress.start("gc: marking", None, "pages")
     try:
         found = walk_versions(store, [v.root for v in versions], on_page=progress.advance)
+        # open files of dropped versions: keep what can still be read of them (a tree already
+        # incomplete is no reason to stop, it is dropped data)
+        held = walk_versions(store, [TreeId(r) for r in pinned.values()],
+                             on_page=progress.advance) if pinned else None
     finally:
         progress.finish()
     if found.broken:
@@ -62,6 +92,9 @@ def _live_set(store: Store, progress: Progress) -> set[bytes]:
         raise CorruptData("gc stopped: some trees cannot be read (run `dsfs verify` to see "
                           "which files and versions are damaged); nothing was deleted")
     live = set(found.objects)
+    if held is not None:
+        report.kept_open = sorted(pinned)
+        live.update(held.objects)
     with store.index.read() as txn, txn.cursor(db=store.index.dbs["versions"]) as cur:
         live.update(version_object_id(raw) for _, raw in cur)
     return live
@@ -75,7 +108,8 @@ def _survey(store: Store, live: set[bytes]) -> dict[int, _PackInfo]:
             for k, v in cur:
                 info = schema.dec_msg(v)
                 no = schema.dec_pack_key(k)
-                packs[no] = _PackInfo(no, str(info["name"]), int(info["size"]))
+                packs[no] = _PackInfo(no, str(info["name"]), int(info["size"]),
+                                      records=int(info.get("records", 0)))
         with txn.cursor(db=dbs["objects"]) as cur:
             for oid, raw in cur:
                 loc = schema.dec_loc(raw)
@@ -103,25 +137,31 @@ def _orphans(store: Store, known: set[str]) -> list[str]:
 
 
 def collect_garbage(store: Store, dry_run: bool = False,
-                    progress: Progress | None = None) -> GcReport:
+                    progress: Progress | None = None, compact: bool = False) -> GcReport:
+    """Free what nothing references. `compact` rewrites every pack holding dead data, not
+    only those less than half live."""
     progress = progress or NoProgress()
     report = GcReport(dry_run)
     with store.gc_lock():
-        live = _live_set(store, progress)
+        live = _live_set(store, progress, report)
         packs = _survey(store, live)
         report.live_objects = sum(len(p.live) for p in packs.values())
         report.dead_objects = sum(len(p.dead) for p in packs.values())
         orphans = _orphans(store, {p.name for p in packs.values()})
         report.orphan_files = len(orphans)
-        to_delete = [p for p in packs.values() if p.dead and not p.live]
-        to_rewrite = [p for p in packs.values() if p.dead and p.live
-                      and p.live_bytes < REWRITE_BELOW * p.size]
+        to_delete = [p for p in packs.values() if p.has_dead and not p.live]
+        to_rewrite = [p for p in packs.values() if p.has_dead and p.live
+                      and (compact or p.live_bytes < REWRITE_BELOW * p.size)]
+        kept = [p for p in packs.values()
+                if p.has_dead and p.live and p not in to_rewrite and p.dead_bytes]
         report.packs_deleted = len(to_delete)
         report.packs_rewritten = len(to_rewrite)
         report.bytes_freed = (sum(p.size for p in to_delete)
                               + sum(p.size - p.live_bytes for p in to_rewrite)
                               + sum(os.lstat(o).st_size for o in orphans))
         report.bytes_rewritten = sum(p.live_bytes for p in to_rewrite)
+        report.packs_kept_with_dead = len(kept)
+        report.dead_bytes_kept = sum(p.dead_bytes for p in kept)
         if dry_run:
             return report
         for path in orphans:
@@ -132,6 +172,8 @@ def collect_garbage(store: Store, dry_run: bool = False,
                 if not _rewrite(store, p, progress):
                     report.kept_damaged.append(p.name)
                     report.bytes_freed -= p.size - p.live_bytes
+                    report.packs_kept_with_dead += 1
+                    report.dead_bytes_kept += p.dead_bytes
         finally:
             progress.finish()
         _forget(store, to_delete)

@@ -40,6 +40,7 @@ class Index:
         except lmdb.Error as exc:
             raise translate(exc, path) from None
         self._check_length()
+        self.clear_stale_readers()
         self.dbs: dict[str, Any] = {}
         try:
             with self.env.begin(write=True) as txn:
@@ -93,6 +94,15 @@ class Index:
         try:
             with self.env.begin(write=True) as txn:
                 yield txn
+        except lmdb.Error as exc:
+            raise translate(exc, self.path) from None
+
+    def clear_stale_readers(self) -> int:
+        """Free the reader slots of processes that died in a read transaction (kill -9): a
+        stale slot pins old pages, so the index could only grow. Returns how many were freed.
+        Run at open and periodically by long-lived processes (the mount)."""
+        try:
+            return int(self.env.reader_check())
         except lmdb.Error as exc:
             raise translate(exc, self.path) from None
 

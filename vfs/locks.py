@@ -4,6 +4,13 @@ Owns: who may run at the same time. Writers (import, commit) hold `gc.lock` shar
 exclusively; recording a version holds `commit.lock` exclusively for the instant it takes to pick
 the number and index it. Readers (a mount, `dsfs cat`) take no lock: LMDB snapshots and immutable
 packs keep them consistent. Never imports: daemon, trio, pyfuse3.
+
+Pins (`STORE/locks/open/vN`, holding the hex id of vN's root tree): a mount holds a shared flock
+on vN's pin while any file of vN is open in it, so a `dsfs drop vN` followed by `dsfs gc` keeps
+what those files need until they are closed (gc treats a held pin's tree as live and says so).
+The kernel drops a flock when its process dies, so a killed mount never pins anything for good.
+A pin is taken before the mount checks that vN is still live, and gc lists versions before pins:
+so either gc sees the pin, or the mount sees the drop and refuses the open.
 """
 
 from __future__ import annotations
@@ -29,3 +36,93 @@ def flocked(path: Path, *, exclusive: bool, wait: bool, busy_message: str) -> It
         yield
     finally:
         os.close(fd)
+
+
+def _pins_dir(store_root: Path) -> Path:
+    return store_root / "locks" / "open"
+
+
+class VersionPins:
+    """The pins one process holds, counted per version. Not thread-safe (one caller thread)."""
+
+    def __init__(self, store_root: Path) -> None:
+        self.dir = _pins_dir(store_root)
+        self._held: dict[int, tuple[int, int]] = {}
+        """version -> (descriptor, open files)"""
+
+    def pin(self, number: int, root: bytes) -> bool:
+        """Count one more open file of `number`; True if this took the pin (not held before)."""
+        held = self._held.get(number)
+        if held is not None:
+            self._held[number] = (held[0], held[1] + 1)
+            return False
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        path = self.dir / f"v{number}"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # gc removed the file between our open and our lock: take the new one
+        os.pwrite(fd, root.hex().encode(), 0)
+        self._held[number] = (fd, 1)
+        return True
+
+    def unpin(self, number: int) -> None:
+        """One file fewer. The pin itself stays until `release_idle`, so opening files one by
+        one does not lock and check the version each time."""
+        held = self._held.get(number)
+        if held is not None:
+            self._held[number] = (held[0], max(0, held[1] - 1))
+
+    def release_idle(self) -> None:
+        """Drop the pins of versions with no open file (the mount calls this on each poll)."""
+        for number, (fd, count) in list(self._held.items()):
+            if count == 0:
+                del self._held[number]
+                os.close(fd)
+
+    def open_files(self, number: int) -> int:
+        held = self._held.get(number)
+        return 0 if held is None else held[1]
+
+    def close(self) -> None:
+        for fd, _ in self._held.values():
+            os.close(fd)
+        self._held.clear()
+
+
+def pinned_roots(store_root: Path) -> dict[int, bytes]:
+    """Root tree ids of versions some live process holds files of (gc lock held by the caller).
+
+    Pins nobody holds are removed."""
+    out: dict[int, bytes] = {}
+    pins = _pins_dir(store_root)
+    if not pins.is_dir():
+        return out
+    for entry in os.scandir(pins):
+        if not (entry.name.startswith("v") and entry.name[1:].isdigit()):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    root = bytes.fromhex(os.pread(fd, 64, 0).decode())
+                except ValueError:
+                    root = b""
+                if root:  # empty: its holder has not checked the version yet, and will refuse
+                    out[int(entry.name[1:])] = root
+                continue
+            os.unlink(entry.path)  # nobody holds it (we hold it exclusively while removing)
+        finally:
+            os.close(fd)
+    return out

@@ -291,6 +291,15 @@ class PackReader:
             if fd is not None:
                 self._close_when_unused(fd)
 
+    def close_deleted(self) -> list[str]:
+        """Close the descriptors of packs deleted from disk (by gc): their space comes back
+        once no read uses them. Returns their names."""
+        with self._lock:
+            gone = [name for name, fd in self._fds.items() if os.fstat(fd).st_nlink == 0]
+            for name in gone:
+                self._close_when_unused(self._fds.pop(name))
+        return gone
+
     def read_raw(self, name: str, offset: int, length: int) -> bytes:
         return self.read_parts(name, [(offset, length)])[0]
 

@@ -16,16 +16,29 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from vfs.content import FileContent
-from vfs.errors import IsADir, NoAttr, NoEntry, NotADir, ReadOnly, StaleHandle
+from vfs.errors import (
+    CorruptData,
+    IsADir,
+    NoAttr,
+    NoEntry,
+    NotADir,
+    ObjectMissing,
+    ReadOnly,
+    StaleHandle,
+    UnknownVersion,
+)
 from vfs.ids import ChunkId
 from vfs.inodes import ROOT_INO, InodeTable, Node, Role, file_ino, split_file_ino
+from vfs.locks import VersionPins
 from vfs.model import REF_CHUNK, REF_LIST, Entry, Kind, Version, ref_id, ref_kind
 from vfs.store import Store
 
 LONG_TIMEOUT = 24 * 3600.0
+DAMAGED_HINT = "run `dsfs verify` to see what else is damaged"
 ROOT_TIMEOUT = 1.0
 BLOCK = 4096
 
@@ -59,6 +72,8 @@ class FileHandle:
     layout: FileContent | None
     next_offset: int = 0
     """Where the last read ended: a read starting here is sequential and triggers prefetch."""
+    pinned: int = 0
+    """The version whose pin this handle counts in (0: none); `close` releases it."""
 
 
 def _root_entry(uid: int, gid: int) -> Entry:
@@ -80,6 +95,8 @@ class VersionsView:
         self.root = self.inodes.add_root(_root_entry(self.uid, self.gid))
         self.versions: dict[int, Version] = {}
         self.tags: dict[str, int] = {}
+        self.pins = VersionPins(store.root)
+        """Files open in a version keep its data from gc after a drop (vfs.locks)."""
         self.refresh()
 
     # -- the root --------------------------------------------------------------------------
@@ -91,7 +108,10 @@ class VersionsView:
         before = dict(self._root_targets())
         self.versions, self.tags = versions, tags
         after = dict(self._root_targets())
-        changed = [n for n in before.keys() | after.keys() if before.get(n) != after.get(n)]
+        # a version directory maps to None: a name present on one side only has changed too
+        changed = [n for n in before.keys() | after.keys()
+                   if n not in before or n not in after or before[n] != after[n]]
+        self.pins.release_idle()
         if changed:
             newest = max((v.time_ns for v in versions.values()), default=time.time_ns())
             self.root.entry = Entry(b"", Kind.DIR, self.root.entry.mode, self.uid, self.gid,
@@ -129,15 +149,44 @@ class VersionsView:
     def node(self, ino: int) -> Node:
         node = self.inodes.get(ino)
         if node is not None:
+            self._check_live(node)
             return node
         where = split_file_ino(ino)
         if where is not None:
             parent = self.inodes.get(where[0])
             if parent is not None and parent.entry.kind == Kind.DIR:
-                entry = self.store.trees.entry_at(parent.entry.tree, where[1])
+                self._check_live(parent)
+                with self.dropped_is_stale(parent.version):
+                    entry = self.store.trees.entry_at(parent.entry.tree, where[1])
                 if entry is not None:
                     return Node(ino, Role.IN_VERSION, entry, parent.version, None, parent.ino)
         raise StaleHandle(f"inode {ino} is not known")
+
+    def _check_live(self, node: Node) -> None:
+        """A path of a dropped version is gone (ESTALE), even where the kernel still holds it."""
+        if node.role in (Role.VERSION_DIR, Role.IN_VERSION) and node.version not in self.versions:
+            raise StaleHandle(f"v{node.version} was dropped")
+
+    @contextmanager
+    def dropped_is_stale(self, version: int) -> Iterator[None]:
+        """A missing object of a version dropped meanwhile is no damage: gc removed it (ESTALE).
+
+        Only damage stays CorruptData, whose log line says "damaged data"."""
+        try:
+            yield
+        except ObjectMissing:
+            if version and self._dropped(version):
+                raise StaleHandle(f"v{version} was dropped and gc removed its data") from None
+            raise
+
+    def _dropped(self, version: int) -> bool:
+        try:
+            self.store.version(version)
+        except UnknownVersion:
+            return True
+        except CorruptData:
+            return False
+        return False
 
     def attr(self, node: Node) -> Attr:
         e = node.entry
@@ -173,7 +222,8 @@ class VersionsView:
         if parent.role == Role.ROOT:
             node = self._root_child(name)
         else:
-            found = self.store.trees.lookup_with_index(parent.entry.tree, name)
+            with self.dropped_is_stale(parent.version):
+                found = self.store.trees.lookup_with_index(parent.entry.tree, name)
             if found is None:
                 raise NoEntry("no such file")
             node = self.child_node(parent, *found)
@@ -223,14 +273,16 @@ class VersionsView:
                     continue  # vanished since the listing began
                 yield name, child, i + 1
             return
+        self._check_live(node)
         if handle.cursor is None or offset != handle.position:
             handle.cursor = self.store.trees.entries_from(node.entry.tree, offset)
             handle.position = offset
         try:
-            for entry in handle.cursor:
-                handle.position += 1
-                yield entry.name, self.child_node(node, entry, handle.position - 1), \
-                    handle.position
+            with self.dropped_is_stale(node.version):
+                for entry in handle.cursor:
+                    handle.position += 1
+                    yield entry.name, self.child_node(node, entry, handle.position - 1), \
+                        handle.position
         except BaseException:
             handle.cursor = None  # a failed listing restarts from its offset next time
             raise
@@ -243,20 +295,52 @@ class VersionsView:
             raise ReadOnly("versions are read-only")
         if node.entry.kind == Kind.DIR:
             raise IsADir("is a directory")
-        layout = None
-        if ref_kind(node.entry.content) == REF_LIST:
-            layout = self.store.contents.layout(node.entry.content)
-        return FileHandle(node, layout)
+        pinned = self._pin(node)
+        try:
+            layout = None
+            with self.dropped_is_stale(node.version):
+                if ref_kind(node.entry.content) == REF_LIST:
+                    layout = self.store.contents.layout(node.entry.content)
+                    if layout.size != node.entry.size:
+                        raise CorruptData(
+                            f"{self.path_of(node)}: its chunks hold {layout.size:,} bytes, "
+                            f"its entry says {node.entry.size:,}: {DAMAGED_HINT}")
+        except BaseException:
+            if pinned:
+                self.pins.unpin(pinned)
+            raise
+        return FileHandle(node, layout, pinned=pinned)
+
+    def _pin(self, node: Node) -> int:
+        """Pin the version of a file being opened; the version it pinned (0 for none)."""
+        if node.role != Role.IN_VERSION or not node.version:
+            return 0
+        version = self.versions.get(node.version)
+        if version is None:
+            raise StaleHandle(f"v{node.version} was dropped")
+        if self.pins.pin(node.version, version.root) and self._dropped(node.version):
+            # dropped since the last refresh: gc may not have seen our pin (vfs.locks)
+            self.pins.unpin(node.version)
+            raise StaleHandle(f"v{node.version} was dropped")
+        return node.version
+
+    def close(self, fh: FileHandle) -> None:
+        """The kernel released a file handle: its version may be collected once unpinned."""
+        if fh.pinned:
+            self.pins.unpin(fh.pinned)
+            fh.pinned = 0
 
     def read_cached(self, fh: FileHandle, offset: int, size: int) -> bytes | None:
         """The bytes if every chunk they need is in the cache, else None (then read_blocking)."""
         e = fh.node.entry
-        return self.store.contents.read_cached(e.content, e.size, offset, size)
+        with self.dropped_is_stale(fh.node.version):
+            return self.store.contents.read_cached(e.content, e.size, offset, size)
 
     def read_blocking(self, fh: FileHandle, offset: int, size: int) -> bytes:
         """Read through the store (may block on disk and decompression: worker thread)."""
         e = fh.node.entry
-        return self.store.contents.read(e.content, e.size, offset, size)
+        with self.dropped_is_stale(fh.node.version):
+            return self.store.contents.read(e.content, e.size, offset, size)
 
     def _chunks_for(self, fh: FileHandle, offset: int, size: int) -> list[ChunkId]:
         e = fh.node.entry

@@ -184,3 +184,24 @@ def test_parser_lists_every_command() -> None:
     text = parser.format_help()
     for command in COMMANDS:
         assert command in text
+
+
+def test_gc_tells_what_dropped_data_stays_and_compact_frees_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    dsfs("init", store=store)
+    big = os.urandom(3_000_000)
+    write(tmp_path / "src/big.bin", big)
+    write(tmp_path / "src/small.bin", os.urandom(120_000))
+    dsfs("import", tmp_path / "src", store=store)
+    (tmp_path / "src/small.bin").unlink()
+    dsfs("import", tmp_path / "src", store=store)
+    dsfs("drop", "v1", store=store)
+    out = dsfs("gc", store=store).stdout
+    assert "of dropped data stays in 1 pack that is more than half live; " \
+           "`dsfs gc --compact` rewrites them" in out, out
+    report = json.loads(dsfs("gc", "--compact", "--json", store=store).stdout)
+    assert report["compact"] is True and report["packs_rewritten"] == 1, report
+    assert report["dead_bytes_kept"] == 0 and report["packs_kept_with_dead_data"] == 0
+    assert report["bytes_freed"] > 100_000 and report["kept_for_open_files"] == []
+    assert "stays" not in dsfs("gc", store=store).stdout
+    dsfs("verify", "--read-data", store=store)

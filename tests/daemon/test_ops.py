@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -15,6 +16,7 @@ from tests.treeutil import write
 from vfs.errors import CorruptData
 from vfs.importer import import_tree
 from vfs.store import Store
+from vfs.tree import build_tree
 from vfs.view import ROOT_INO, VersionsView
 
 CTX = None  # the handlers under test do not look at the request context
@@ -114,3 +116,45 @@ async def test_every_mutation_handler_refuses(ops: Operations) -> None:
         with pytest.raises(pyfuse3.FUSEError) as info:
             await call  # type: ignore[misc]
         assert info.value.errno == errno.EROFS
+
+
+async def test_damage_in_a_directory_handle_names_that_directory(
+        ops: Operations, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ino = await lookup_path(ops, b"@v1", b"dir")
+    fh = await ops.opendir(ino, CTX)  # type: ignore[arg-type]
+
+    def corrupt(*args: object) -> object:
+        raise CorruptData("tree page 0123456789ab fails its hash check")
+
+    monkeypatch.setattr(ops.view, "readdir", corrupt)
+    with caplog.at_level(logging.ERROR), pytest.raises(pyfuse3.FUSEError) as err:
+        await ops.readdir(fh, 0, None)  # type: ignore[arg-type]
+    assert err.value.errno == errno.EIO
+    assert "damaged data in @v1/dir: tree page" in caplog.text
+
+
+async def test_chunks_that_disagree_with_the_size_are_damage_named_at_open(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = tmp_path / "src"
+    write(src / "big.bin", os.urandom(3 << 20))
+    write(src / "small.txt", b"hello")
+    v1 = import_tree(store, src, "one").version
+    # a version whose entries claim other sizes, written with the store's own writers
+    entries = [dataclasses.replace(e, size=e.size + 100) for e in store.list_dir(v1.root_entry)]
+    writer = store.new_writer()
+    root = build_tree(entries, writer.put_meta)
+    store.record_version(writer, dataclasses.replace(v1.root_entry, ref=root), "lies",
+                         v1.stats)
+    ops = Operations(VersionsView(store))
+    big = await lookup_path(ops, b"@v2", b"big.bin")
+    with caplog.at_level(logging.ERROR), pytest.raises(pyfuse3.FUSEError) as err:
+        await ops.open(big, os.O_RDONLY, CTX)  # type: ignore[arg-type]
+    assert err.value.errno == errno.EIO
+    assert "damaged data in @v2/big.bin" in caplog.text and "3,145,828" in caplog.text
+    small = await lookup_path(ops, b"@v2", b"small.txt")
+    info = await ops.open(small, os.O_RDONLY, CTX)  # type: ignore[arg-type]
+    with pytest.raises(pyfuse3.FUSEError) as err:
+        await ops.read(info.fh, 0, 4096)
+    assert err.value.errno == errno.EIO
+    assert "damaged data in @v2/small.txt" in caplog.text

@@ -508,3 +508,35 @@ def test_gc_stops_when_a_tree_is_unreadable(built: Built) -> None:
     with Store.open(built.store) as store, pytest.raises(CorruptData):
         collect_garbage(store)
     assert _pack_files(built.store) == before
+
+
+def test_gc_says_what_dropped_data_it_leaves_and_compact_rewrites_it(tmp_path: Path) -> None:
+    rng = random.Random(SEED + 2)
+    big = rng.randbytes(3_000_000)
+    small = rng.randbytes(120_000)
+    src = tmp_path / "src"
+    _write_tree(src, {"big.bin": big, "small.bin": small})
+    store_path = tmp_path / "store"
+    with Store.create(store_path) as store:
+        import_tree(store, src, "both")
+        found = store.reader.locate(_chunk_ids(store, store.lookup(store.version(1),
+                                                                   b"small.bin"))[0])
+        assert found is not None
+        data_pack = pack_path(store.packs_dir, found.pack)
+        (src / "small.bin").unlink()
+        import_tree(store, src, "big only")
+        store.drop("1")
+        report = collect_garbage(store)
+        assert report.packs_kept_with_dead == 1
+        assert 100_000 < report.dead_bytes_kept < 130_000, report
+        assert data_pack.exists()
+        # a plain gc again leaves it (it forgot the dead objects, not the bytes) and says so
+        again = collect_garbage(store, dry_run=True)
+        assert again.packs_kept_with_dead == 1 and again.dead_bytes_kept == report.dead_bytes_kept
+        compacted = collect_garbage(store, compact=True)
+        assert compacted.packs_rewritten >= 1 and compacted.dead_bytes_kept == 0
+        assert compacted.bytes_freed > 100_000
+        assert not data_pack.exists()
+        assert collect_garbage(store).dead_bytes_kept == 0
+        assert verify_store(store, read_data=True).ok
+        _assert_exports(store, 2, {"big.bin": big}, tmp_path / "out2")
