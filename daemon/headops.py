@@ -114,10 +114,12 @@ class HeadAdapter:
                 uid=attr.st_uid if fields.update_uid else None,
                 gid=attr.st_gid if fields.update_gid else None,
                 size=attr.st_size if fields.update_size else None,
-                mtime_ns=attr.st_mtime_ns if fields.update_mtime else None))
+                mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+                atime_ns=attr.st_atime_ns if fields.update_atime else None))
 
     async def create_node(self, kind: str, parent: int, name: bytes, mode: int,
-                          ctx: pyfuse3.RequestContext, target: bytes = b"") -> Attr:
+                          ctx: pyfuse3.RequestContext, target: bytes = b"", rdev: int = 0
+                          ) -> Attr:
         async with self.gate.shared():
             p = from_head(parent)
             if kind == "mkdir":
@@ -125,7 +127,7 @@ class HeadAdapter:
             elif kind == "symlink":
                 ino, attr = self.fs.symlink(p, name, target, ctx.uid, ctx.gid)
             else:
-                ino, attr = self.fs.mknod(p, name, mode, ctx.uid, ctx.gid)
+                ino, attr = self.fs.mknod(p, name, mode, ctx.uid, ctx.gid, rdev)
             self.fs.remember(ino)
             return mount_attr(attr)
 
