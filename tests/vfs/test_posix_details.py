@@ -121,7 +121,7 @@ def test_directory_link_counts_follow_mkdir_rmdir_rename_and_exchange(
         assert (_nlink(s.fs, ""), _nlink(s.fs, "a"), _nlink(s.fs, "b")) == (4, 2, 4)
     view = VersionsView(store)
     vdir, _ = view.lookup(view.root.ino, f"@v{v.number}".encode())
-    b, battr = view.lookup(vdir.ino, b"b")
+    _, battr = view.lookup(vdir.ino, b"b")
     assert (view.attr(vdir).nlink, battr.nlink) == (4, 4)
 
 
