@@ -191,7 +191,7 @@ class HeadFS:
             else:
                 base = _data_below(self.store.contents.spans(ref, n.base_size), n.base_len)
         written = 0
-        if n.dirty or n.base_len < n.size:
+        if self.db.node(n.ino) is not None:  # only a stored node has an overlay file
             try:
                 written = os.stat(self.overlays.path(n.ino)).st_blocks * 512
             except FileNotFoundError:
