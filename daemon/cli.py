@@ -59,7 +59,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         start = time.monotonic()
         result = import_tree(store, Path(args.dir), args.message or "", tag=args.tag,
-                             progress=make_progress(args.quiet))
+                             progress=make_progress(args.quiet),
+                             skip_special=args.skip_special)
         took = time.monotonic() - start
         v = result.version
         for sk in result.skipped:
@@ -388,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="directory to record (exactly its content)")
     p.add_argument("-m", "--message", default="", help="what this version is")
     p.add_argument("--tag", help="also tag the new version with this name")
+    p.add_argument("--skip-special", action="store_true",
+                   help="leave out device nodes and sockets (kept by default, as metadata)")
     add("log", cmd_log, "list versions, newest first", json_=True)
     p = add("show", cmd_show, "details of one version", json_=True)
     p.add_argument("version", help="3, v3, @v3, a tag, or latest")

@@ -66,6 +66,8 @@ def entry_dict(e: Entry) -> dict[str, Any]:
                          "mtime_ns": e.mtime_ns, "size": e.size}
     if e.kind == Kind.SYMLINK:
         d["target"] = os.fsdecode(e.ref)
+    if e.kind in (Kind.CHR, Kind.BLK):
+        d["rdev"] = [os.major(e.rdev), os.minor(e.rdev)]
     return d
 
 

@@ -120,23 +120,25 @@ class HeadAdapter:
         uid = attr.st_uid if fields.update_uid else None
         gid = attr.st_gid if fields.update_gid else None
         mtime_ns = attr.st_mtime_ns if fields.update_mtime else None
+        atime_ns = attr.st_atime_ns if fields.update_atime else None
         async with self.gate.shared():
             if not fields.update_size:
                 return mount_attr(self.fs.setattr(from_head(ino), mode=mode, uid=uid, gid=gid,
-                                                  mtime_ns=mtime_ns))
+                                                  mtime_ns=mtime_ns, atime_ns=atime_ns))
             return mount_attr(await self._truncate(from_head(ino), attr.st_size, mode=mode,
-                                                   uid=uid, gid=gid, mtime_ns=mtime_ns))
+                                                   uid=uid, gid=gid, mtime_ns=mtime_ns,
+                                                   atime_ns=atime_ns))
 
     async def _truncate(self, ino: int, size: int, *, mode: int | None = None,
                         uid: int | None = None, gid: int | None = None,
-                        mtime_ns: int | None = None) -> Attr:
+                        mtime_ns: int | None = None, atime_ns: int | None = None) -> Attr:
         """A size change in three steps: the database parts here, the overlay's under the
         file's lock (here if free, else in a worker)."""
         async with self._changing_file(ino):
             self.fs.prepare_truncate(ino)
             await self._file_locked(ino, True, self.fs.truncate_data, ino, size)
             return self.fs.finish_truncate(ino, size, mode=mode, uid=uid, gid=gid,
-                                           mtime_ns=mtime_ns)
+                                           mtime_ns=mtime_ns, atime_ns=atime_ns)
 
     @asynccontextmanager
     async def _changing_file(self, ino: int) -> AsyncIterator[None]:
@@ -165,7 +167,8 @@ class HeadAdapter:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.write_limiter)
 
     async def create_node(self, kind: str, parent: int, name: bytes, mode: int,
-                          ctx: pyfuse3.RequestContext, target: bytes = b"") -> Attr:
+                          ctx: pyfuse3.RequestContext, target: bytes = b"", rdev: int = 0
+                          ) -> Attr:
         async with self.gate.shared():
             p = from_head(parent)
             if kind == "mkdir":
@@ -173,7 +176,7 @@ class HeadAdapter:
             elif kind == "symlink":
                 ino, attr = self.fs.symlink(p, name, target, ctx.uid, ctx.gid)
             else:
-                ino, attr = self.fs.mknod(p, name, mode, ctx.uid, ctx.gid)
+                ino, attr = self.fs.mknod(p, name, mode, ctx.uid, ctx.gid, rdev)
             self.fs.remember(ino)
             return mount_attr(attr)
 

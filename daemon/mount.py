@@ -322,7 +322,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     if attach_head(store, ops) and ops.head is not None:
         ops.head.sync_on_close = opts.sync_on_close
     options = set(pyfuse3.default_options)
-    options |= {"fsname=dsfs", "subtype=dsfs"}
+    # nodev: device nodes in @head and in versions are metadata; opening one opens no device
+    options |= {"fsname=dsfs", "subtype=dsfs", "nodev"}
     if opts.allow_other:
         options.add("allow_other")
     try:

@@ -74,7 +74,8 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     a.st_blocks = attr.blocks
     a.st_mtime_ns = attr.mtime_ns
     a.st_ctime_ns = attr.ctime_ns
-    a.st_atime_ns = attr.mtime_ns
+    a.st_atime_ns = attr.mtime_ns if attr.atime_ns is None else attr.atime_ns
+    a.st_rdev = attr.rdev
     a.entry_timeout = attr.timeout
     a.attr_timeout = attr.timeout
     return a
@@ -358,7 +359,8 @@ class Operations(pyfuse3.Operations):
                     mode: pyfuse3.ModeT, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         head = self._writable(parent_inode)
-        return entry_attributes(await head.create_node("mknod", parent_inode, name, mode, ctx))
+        return entry_attributes(await head.create_node("mknod", parent_inode, name, mode, ctx,
+                                                       rdev=rdev))
 
     @guarded
     async def mkdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,

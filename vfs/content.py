@@ -97,6 +97,7 @@ class ContentReader:
         self._layouts: OrderedDict[bytes, FileContent] = OrderedDict()
         self._max_layouts = max_layouts
         self._lock = threading.Lock()
+        self._allocated: OrderedDict[bytes, int] = OrderedDict()
 
     def layout(self, ref: ContentRef) -> FileContent:
         kind = ref_kind(ref)
@@ -118,6 +119,24 @@ class ContentReader:
             while len(self._layouts) > self._max_layouts:
                 self._layouts.popitem(last=False)
         return fc
+
+    def allocated(self, ref: ContentRef, size: int) -> int:
+        """Bytes of a file that hold data (holes excluded): what `st_blocks` counts. Cached per
+        ref (a chunk list is read once, not on every getattr)."""
+        kind = ref_kind(ref)
+        if kind != REF_LIST:
+            return size if kind == REF_CHUNK else 0
+        with self._lock:
+            found = self._allocated.get(ref)
+            if found is not None:
+                self._allocated.move_to_end(ref)
+                return found
+        data = sum(s.length for s in self.layout(ref).spans if s.cid is not None)
+        with self._lock:
+            self._allocated[ref] = data
+            while len(self._allocated) > 64 * self._max_layouts:
+                self._allocated.popitem(last=False)
+        return data
 
     def chunk(self, cid: ChunkId) -> bytes:
         data = self.cache.get(cid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +50,18 @@ def _set_meta(path: bytes, e: Entry, as_root: bool, warnings: list[str]) -> None
     os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 
+class _NotPlaced(Exception):
+    """An entry the exporter could not create (a device node without root): skipped."""
+
+
 class Exporter:
     def __init__(self, store: Store, progress: Progress) -> None:
         self.store = store
         self.progress = progress
         self.as_root = os.geteuid() == 0
         self.links: dict[int, bytes] = {}
+        self.no_devices: list[bytes] = []
+        """Device nodes not made (not root): reported in one warning."""
         self.result = ExportResult(warnings=[])
 
     def _write_file(self, path: bytes, e: Entry) -> None:
@@ -99,6 +106,18 @@ class Exporter:
             self.result.symlinks += 1
         elif e.kind == Kind.FIFO:
             os.mkfifo(path, 0o600)
+        elif e.kind in (Kind.CHR, Kind.BLK, Kind.SOCK):
+            self._make_special(path, e)
+
+    def _make_special(self, path: bytes, e: Entry) -> None:
+        """A device node (needs root) or a socket (a name only, as `cp -a` and tar make it)."""
+        kind = stat.S_IFCHR if e.kind == Kind.CHR else stat.S_IFBLK if e.kind == Kind.BLK \
+            else stat.S_IFSOCK
+        try:
+            os.mknod(path, kind | 0o600, e.rdev)
+        except PermissionError:
+            self.no_devices.append(path)
+            raise _NotPlaced from None
 
     def run(self, version: Version, dest: Path) -> ExportResult:
         warnings = self.result.warnings
@@ -121,7 +140,10 @@ class Exporter:
                     for child in reversed(children):
                         check_name(child.name)
                         cpath = path + b"/" + child.name
-                        self._place(cpath, child)
+                        try:
+                            self._place(cpath, child)
+                        except _NotPlaced:
+                            continue
                         if child.kind == Kind.DIR:
                             stack.append((cpath, child, False))
                         elif not (child.kind == Kind.FILE and child.link
@@ -133,6 +155,10 @@ class Exporter:
             raise
         finally:
             self.progress.finish()
+        if self.no_devices:
+            first = os.fsdecode(self.no_devices[0])
+            warnings.append(f"{len(self.no_devices)} device node(s) not created (first: {first}):"
+                            " only root can make them; run `dsfs export` as root to keep them")
         return self.result
 
 

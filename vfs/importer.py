@@ -133,7 +133,8 @@ class Importer:
     """One import run. Use `import_tree`."""
 
     def __init__(self, store: Store, source: Path, progress: Progress,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, skip_special: bool = False) -> None:
+        self.skip_special = skip_special
         self.store = store
         self.source = source
         self.src = os.fsencode(source)
@@ -368,11 +369,20 @@ class Importer:
             elif stat.S_ISFIFO(mode):
                 ctx.entries.append(Entry(name, Kind.FIFO, mode, st.st_uid, st.st_gid,
                                          st.st_mtime_ns, 0, b"", self._xattrs(path)))
+            elif not self.skip_special and Kind.from_mode(mode) in (Kind.CHR, Kind.BLK,
+                                                                     Kind.SOCK):
+                # metadata only: kind, mode, owner, times and the device number
+                kind = Kind.from_mode(mode)
+                assert kind is not None
+                rdev = st.st_rdev if kind != Kind.SOCK else 0
+                ctx.entries.append(Entry(name, kind, mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                                         0, b"", self._xattrs(path), rdev=rdev))
             else:
                 what = ("socket" if stat.S_ISSOCK(mode) else "block device" if stat.S_ISBLK(mode)
                         else "character device" if stat.S_ISCHR(mode) else "special file")
-                self.skipped.append(Skipped(os.fsdecode(rel), f"{what}: not stored (dsfs keeps "
-                                            "files, directories, symlinks and fifos)"))
+                why = "--skip-special" if self.skip_special else "dsfs keeps files, " \
+                    "directories, symlinks, fifos, device nodes and sockets"
+                self.skipped.append(Skipped(os.fsdecode(rel), f"{what}: not stored ({why})"))
 
     def run(self, message: str, tag: str | None) -> ImportResult:
         self.progress.start(f"import {self.source}", None, "bytes")
@@ -412,7 +422,8 @@ class Importer:
 
 
 def import_tree(store: Store, source: Path, message: str = "", tag: str | None = None,
-                progress: Progress | None = None, workers: int | None = None) -> ImportResult:
+                progress: Progress | None = None, workers: int | None = None,
+                skip_special: bool = False) -> ImportResult:
     """Record the directory `source` as the next version of `store`."""
     source = Path(source).absolute()
     try:
@@ -428,7 +439,8 @@ def import_tree(store: Store, source: Path, message: str = "", tag: str | None =
         if tag in store.tags():
             raise UserError(f"tag {tag!r} already exists: choose another name")
     with store.writer_lock():
-        return Importer(store, source, progress or NoProgress(), workers).run(message, tag)
+        return Importer(store, source, progress or NoProgress(), workers,
+                        skip_special).run(message, tag)
 
 
 __all__ = ["ImportResult", "Skipped", "import_tree"]

@@ -46,6 +46,10 @@ class Kind(IntEnum):
     DIR = 2
     SYMLINK = 3
     FIFO = 4
+    CHR = 5
+    BLK = 6
+    SOCK = 7
+    """Device nodes and sockets are metadata only (kind, mode, rdev): no content is stored."""
 
     @classmethod
     def from_mode(cls, mode: int) -> Kind | None:
@@ -57,11 +61,23 @@ class Kind(IntEnum):
             return cls.SYMLINK
         if stat.S_ISFIFO(mode):
             return cls.FIFO
+        if stat.S_ISCHR(mode):
+            return cls.CHR
+        if stat.S_ISBLK(mode):
+            return cls.BLK
+        if stat.S_ISSOCK(mode):
+            return cls.SOCK
         return None
 
     @property
+    def special(self) -> bool:
+        """A fifo, device node or socket: a name with attributes and no content."""
+        return self in (Kind.FIFO, Kind.CHR, Kind.BLK, Kind.SOCK)
+
+    @property
     def letter(self) -> str:
-        return {Kind.FILE: "-", Kind.DIR: "d", Kind.SYMLINK: "l", Kind.FIFO: "p"}[self]
+        return {Kind.FILE: "-", Kind.DIR: "d", Kind.SYMLINK: "l", Kind.FIFO: "p", Kind.CHR: "c",
+                Kind.BLK: "b", Kind.SOCK: "s"}[self]
 
 
 Xattrs = tuple[tuple[bytes, bytes], ...]
@@ -88,12 +104,18 @@ class Entry:
     link: int = 0
     nlink: int = 1
     """For hard-linked files, the link count the source reported (what `stat` shows)."""
+    rdev: int = 0
+    """The device number of a device node (0 for every other kind)."""
 
     def encode(self) -> list[Any]:
         row = [self.name, int(self.kind), self.mode, self.uid, self.gid, self.mtime_ns,
                self.size, self.ref, [list(x) for x in self.xattrs] or None, self.link]
-        if self.nlink != 1:
+        # optional trailing fields, written only when not their default, so entries (and the
+        # ids of the trees holding them) stay what older dsfs wrote
+        if self.nlink != 1 or self.rdev:
             row.append(self.nlink)
+        if self.rdev:
+            row.append(self.rdev)
         return row
 
     @classmethod
@@ -101,8 +123,9 @@ class Entry:
         name, kind, mode, uid, gid, mtime_ns, size, ref, xattrs, link = row[:10]
         xa: Xattrs = tuple((bytes(k), bytes(v)) for k, v in xattrs) if xattrs else ()
         nlink = row[10] if len(row) > 10 else 1
+        rdev = row[11] if len(row) > 11 else 0
         return cls(bytes(name), Kind(kind), mode, uid, gid, mtime_ns, size, bytes(ref), xa, link,
-                   nlink)
+                   nlink, rdev)
 
     @property
     def tree(self) -> TreeId:

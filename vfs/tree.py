@@ -23,7 +23,7 @@ import blake3
 from vfs import schema
 from vfs.errors import CorruptData
 from vfs.ids import ObjectId, ObjType, TreeId
-from vfs.model import Entry
+from vfs.model import Entry, Kind
 
 LEAF_FANOUT = 64
 INNER_FANOUT = 32
@@ -220,6 +220,7 @@ class TreeReader:
         self._cache: OrderedDict[bytes, Page] = OrderedDict()
         self._max = max_pages
         self._lock = threading.Lock()
+        self._subdirs: OrderedDict[bytes, int] = OrderedDict()
 
     def page(self, oid: ObjectId) -> Page:
         with self._lock:
@@ -236,6 +237,25 @@ class TreeReader:
 
     def count(self, tree: TreeId) -> int:
         return self.page(ObjectId(tree)).total
+
+    def subdir_count(self, tree: TreeId) -> int:
+        """How many of a directory's entries are directories (its link count is 2 + this).
+
+        Trees are immutable, so the count is cached per tree id: a huge directory is counted
+        once, not on every getattr."""
+        with self._lock:
+            found = self._subdirs.get(tree)
+            if found is not None:
+                self._subdirs.move_to_end(tree)
+                return found
+        count = 0
+        for leaf in self.leaf_pages(tree):
+            count += sum(1 for e in self.page(leaf).entries if e.kind == Kind.DIR)
+        with self._lock:
+            self._subdirs[tree] = count
+            while len(self._subdirs) > 4 * self._max:
+                self._subdirs.popitem(last=False)
+        return count
 
     def lookup(self, tree: TreeId, name: bytes) -> Entry | None:
         """Find one name in O(log n) pages."""

@@ -55,6 +55,9 @@ class Attr:
     mtime_ns: int
     ctime_ns: int
     timeout: float
+    atime_ns: int | None = None
+    """None: the same as mtime (versions do not record atime)."""
+    rdev: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -74,6 +77,12 @@ class FileHandle:
     """Where the last read ended: a read starting here is sequential and triggers prefetch."""
     pinned: int = 0
     """The version whose pin this handle counts in (0: none); `close` releases it."""
+
+
+def blocks_of(used: int) -> int:
+    """st_blocks (512-byte units) of `used` bytes of data, rounded up to whole 4 KiB blocks as a
+    local filesystem allocates them."""
+    return (used + BLOCK - 1) // BLOCK * (BLOCK // 512)
 
 
 def _root_entry(uid: int, gid: int) -> Entry:
@@ -191,10 +200,21 @@ class VersionsView:
     def attr(self, node: Node) -> Attr:
         e = node.entry
         immutable = node.role in (Role.VERSION_DIR, Role.IN_VERSION)
-        size = e.size if e.kind in (Kind.FILE, Kind.SYMLINK) else BLOCK
-        return Attr(node.ino, e.mode, e.nlink if e.kind != Kind.DIR else 2, e.uid, e.gid, size,
-                    (size + BLOCK - 1) // BLOCK * (BLOCK // 512), e.mtime_ns, e.mtime_ns,
-                    LONG_TIMEOUT if immutable else ROOT_TIMEOUT)
+        nlink = e.nlink
+        if e.kind == Kind.DIR:
+            size, used = BLOCK, BLOCK
+            if node.role == Role.ROOT:
+                nlink = 2 + len(self.versions)
+            else:
+                nlink = 2 + (self.store.trees.subdir_count(e.tree) if e.ref else 0)
+        elif e.kind == Kind.FILE:
+            size, used = e.size, self.store.contents.allocated(e.content, e.size)
+        elif e.kind == Kind.SYMLINK:
+            size, used = e.size, e.size
+        else:  # fifos, device nodes, sockets: no content (as local filesystems report)
+            size, used = 0, 0
+        return Attr(node.ino, e.mode, nlink, e.uid, e.gid, size, blocks_of(used), e.mtime_ns,
+                    e.mtime_ns, LONG_TIMEOUT if immutable else ROOT_TIMEOUT, rdev=e.rdev)
 
     def child_node(self, parent: Node, entry: Entry, index: int) -> Node:
         """The node of the entry at `index` of directory `parent`.

@@ -469,21 +469,24 @@ def test_files_deleted_during_import_are_skipped_or_recorded_intact(tmp_path: Pa
     verify_read_data(store)
 
 
-def test_sockets_and_device_nodes_are_skipped_with_a_reason(tmp_path: Path) -> None:
+def test_sockets_and_device_nodes_are_kept_or_skipped_with_a_reason(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write(src / "keep.txt", b"kept\n")
     (src / "dev").mkdir()
     expected = {"dev/control.sock": "socket"}
+    kept = [("control.sock", "sock")]
     if AS_ROOT:
         os.mknod(src / "dev/null-like", stat.S_IFCHR | 0o600, os.makedev(1, 3))
         os.mknod(src / "dev/loop-like", stat.S_IFBLK | 0o600, os.makedev(7, 0))
         expected |= {"dev/null-like": "character device", "dev/loop-like": "block device"}
+        kept += [("loop-like", "blk"), ("null-like", "chr")]
     os.mkfifo(src / "dev/pipe")
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(src / "dev/control.sock"))
     try:
         store = new_store(tmp_path)
-        result = dsfs(store, "import", src, "--json", "-m", "specials")
+        result = dsfs(store, "import", src, "--json", "-m", "specials", "--skip-special")
+        with_specials = json.loads(dsfs(store, "import", src, "--json").stdout)
     finally:
         sock.close()
     out = json.loads(result.stdout)
@@ -493,6 +496,11 @@ def test_sockets_and_device_nodes_are_skipped_with_a_reason(tmp_path: Path) -> N
         assert f"dsfs: skipped {path}: {reason}" in result.stderr
     ls = json.loads(dsfs(store, "ls", "v1:dev", "--json").stdout)
     assert [(e["name"], e["type"]) for e in ls] == [("pipe", "fifo")]
+    assert with_specials["skipped"] == []
+    ls = json.loads(dsfs(store, "ls", "v2:dev", "--json").stdout)
+    assert sorted((e["name"], e["type"]) for e in ls) == sorted([*kept, ("pipe", "fifo")])
+    assert [e.get("rdev") for e in ls if e["name"] == "null-like"] == ([[1, 3]] if AS_ROOT
+                                                                       else [])
     verify_read_data(store)
 
 

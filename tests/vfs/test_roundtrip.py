@@ -56,15 +56,19 @@ def test_export_reproduces_bytes_modes_mtimes_links_and_xattrs(store: Store,
     assert os.readlink(dest / "outside_link") == "/etc/passwd"
 
 
-def test_sockets_are_skipped_with_a_reason(store: Store, tmp_path: Path) -> None:
+def test_sockets_are_kept_or_skipped_with_a_reason(store: Store, tmp_path: Path) -> None:
     src = tmp_path / "src"
     write(src / "keep.txt", b"x")
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(src / "control.sock"))
     try:
-        result = import_tree(store, src, "with socket")
+        kept = import_tree(store, src, "with socket")
+        result = import_tree(store, src, "without socket", skip_special=True)
     finally:
         sock.close()
+    assert kept.skipped == []
+    entries = {e.name: e.kind for e in store.list_dir(kept.version.root_entry)}
+    assert entries == {b"control.sock": Kind.SOCK, b"keep.txt": Kind.FILE}
     assert [(s.path, s.reason.split(":")[0]) for s in result.skipped] == [("control.sock",
                                                                              "socket")]
     names = [e.name for e in store.list_dir(result.version.root_entry)]

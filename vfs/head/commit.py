@@ -127,11 +127,11 @@ class _Builder:
                 if ino not in self._contents:
                     self._contents[ino] = self._file_content(n)
                 ref = self._contents[ino]
-        elif n.kind == Kind.FIFO:
+        elif n.kind.special:  # fifos, device nodes, sockets: metadata only
             ref = b""
         link = n.link or (HEAD_LINK | ino if n.nlink > 1 else 0)
         return Entry(name, n.kind, n.mode, n.uid, n.gid, n.mtime_ns, n.size, ref, n.xattrs,
-                     link, max(n.nlink, 1))
+                     link, max(n.nlink, 1), n.rdev if n.kind in (Kind.CHR, Kind.BLK) else 0)
 
     def _dir_tree(self, n: HNode, path: bytes) -> TreeId:
         base = TreeId(n.base) if n.base else None
@@ -188,6 +188,12 @@ class _Builder:
         window: int | None = None  # start of the run of base spans being rechunked
         pos = 0
         w = 0
+        base_data: list[tuple[int, int]] = []  # the base's data (not holes) below base_len
+        for span in base_spans:
+            if span.cid is not None and pos < n.base_len:
+                base_data.append((pos, min(pos + span.length, n.base_len)))
+            pos += span.length
+        pos = 0
         for span in base_spans:
             start, end = pos, pos + span.length
             pos = end
@@ -199,7 +205,7 @@ class _Builder:
             clean = end <= n.base_len and end <= n.size and not touched
             if clean:
                 if window is not None:
-                    spans.extend(self._chunk_window(n, window, start, written))
+                    spans.extend(self._chunk_window(n, window, start, written, base_data))
                     window = None
                 spans.append(span)
             elif window is None:
@@ -207,7 +213,7 @@ class _Builder:
         if window is None:
             window = min(pos, n.size)
         if window < n.size:
-            spans.extend(self._chunk_window(n, window, n.size, written))
+            spans.extend(self._chunk_window(n, window, n.size, written, base_data))
         return spans
 
     def _ref(self, spans: list[ChunkSpan]) -> ContentRef:
@@ -218,12 +224,12 @@ class _Builder:
         rows = encode_chunk_list(spans)
         return chunk_list_ref(self.put(ObjType.CHUNKLIST, schema.enc_msg(rows)))
 
-    def _chunk_window(self, n: HNode, start: int, end: int,
-                      written: list[tuple[int, int]]) -> list[ChunkSpan]:
-        """Chunk [start, end) of the file's current bytes; unwritten runs past the base are
-        holes."""
+    def _chunk_window(self, n: HNode, start: int, end: int, written: list[tuple[int, int]],
+                      base_data: list[tuple[int, int]]) -> list[ChunkSpan]:
+        """Chunk [start, end) of the file's current bytes; runs neither written nor base data
+        (past the base, or the base's own holes) are holes."""
         out: list[ChunkSpan] = []
-        for a, b, is_data in _runs(start, end, n.base_len, written):
+        for a, b, is_data in _runs(start, end, base_data, written):
             if not is_data:
                 out.append(ChunkSpan(None, b - a))
                 continue
@@ -241,13 +247,11 @@ class _Builder:
         return out
 
 
-def _runs(start: int, end: int, base_len: int, written: list[tuple[int, int]]
-          ) -> list[tuple[int, int, bool]]:
-    """Split [start, end) into data runs and hole runs (unwritten, past the base, long)."""
+def _runs(start: int, end: int, base_data: list[tuple[int, int]],
+          written: list[tuple[int, int]]) -> list[tuple[int, int, bool]]:
+    """Split [start, end) into data runs and hole runs (neither written nor base data, long)."""
     data: list[tuple[int, int]] = []
-    if start < base_len:
-        data.append((start, min(end, base_len)))
-    for a, b in written:
+    for a, b in [*base_data, *written]:
         a, b = max(a, start), min(b, end)
         if a < b:
             data.append((a, b))

@@ -43,14 +43,16 @@ from vfs.head.overlay import Overlays
 from vfs.head.state import HEAD_ROOT, WHITEOUT, HeadDB, HNode
 from vfs.ids import TreeId
 from vfs.lockorder import OrderedLock, Rank
-from vfs.model import ContentRef, Entry, Kind, Version
+from vfs.model import ChunkSpan, ContentRef, Entry, Kind, Version
 from vfs.store import Store
-from vfs.view import BLOCK, Attr
+from vfs.view import BLOCK, Attr, blocks_of
 
 HEAD_TIMEOUT = 10.0
 HEAD_LINK = 1 << 48
 """Hard-link group ids of links made in @head (import numbers its groups from 1)."""
 NAME_MAX = 255
+_DIR_NLINK = "dir_nlink"
+"""Meta key: the stored directories' link counts are 2 + subdirectories (see _count_dir_links)."""
 
 
 def now_ns() -> int:
@@ -142,13 +144,15 @@ class FileLocks:
         return len(self._locks)
 
 
-def virtual_node(ino: int, entry: Entry, origin: bytes) -> HNode:
-    """The node a base entry would be if stored now."""
+def virtual_node(ino: int, entry: Entry, origin: bytes, subdirs: int = 0) -> HNode:
+    """The node a base entry would be if stored now (`subdirs`: a directory's subdirectories,
+    its link count is 2 + that)."""
     size = entry.size if entry.kind in (Kind.FILE, Kind.SYMLINK) else 0
     return HNode(ino, entry.kind, entry.mode, entry.uid, entry.gid, entry.mtime_ns,
-                 entry.mtime_ns, size, entry.nlink if entry.kind != Kind.DIR else 2, entry.ref,
-                 size if entry.kind == Kind.FILE else 0, size if entry.kind == Kind.FILE else 0,
-                 entry.xattrs, entry.link, False, origin)
+                 entry.mtime_ns, size, entry.nlink if entry.kind != Kind.DIR else 2 + subdirs,
+                 entry.ref, size if entry.kind == Kind.FILE else 0,
+                 size if entry.kind == Kind.FILE else 0, entry.xattrs, entry.link, False, origin,
+                 entry.rdev, entry.mtime_ns)
 
 
 class HeadFS:
@@ -168,6 +172,8 @@ class HeadFS:
         root = db.node(HEAD_ROOT)
         assert root is not None, "head state without a root (vfs.head.session creates it)"
         self.live[HEAD_ROOT] = Live(HEAD_ROOT, 0, b"", None, b"", lookups=1)
+        if db.meta(_DIR_NLINK) is None:
+            self._count_dir_links()
 
     # -- nodes -------------------------------------------------------------------------------
 
@@ -187,7 +193,34 @@ class HeadFS:
         if stored is not None:
             return stored
         live, entry = self._unstored(ino)
-        return virtual_node(ino, entry, live.origin)
+        return self._virtual(ino, entry, live.origin)
+
+    def _virtual(self, ino: int, entry: Entry, origin: bytes) -> HNode:
+        subdirs = self.store.trees.subdir_count(entry.tree) if entry.kind == Kind.DIR and \
+            entry.ref else 0
+        return virtual_node(ino, entry, origin, subdirs)
+
+    def _count_dir_links(self) -> None:
+        """Set every stored directory's link count to 2 + its subdirectories: once per state
+        (the root a reset stores, and directories a dsfs before link counting stored with 2);
+        from then on mkdir, rmdir and rename keep them."""
+        with self.db.txn():
+            for ino in self.db.all_inos():
+                n = self.db.node(ino)
+                if n is None or n.kind != Kind.DIR:
+                    continue
+                base = _tree(n.base) if n.base else None
+                count = self.store.trees.subdir_count(base) if base is not None else 0
+                for name, child, _ in self.db.dirents(ino):
+                    old = self.store.trees.lookup(base, name) if base is not None else None
+                    if old is not None and old.kind == Kind.DIR:
+                        count -= 1
+                    c = self.db.node(child) if child != WHITEOUT else None
+                    if c is not None and c.kind == Kind.DIR:
+                        count += 1
+                if n.nlink != 2 + count and n.nlink > 0:
+                    self.db.put_node(n.with_(nlink=2 + count))
+            self.db.set_meta(_DIR_NLINK, 1)
 
     def _unstored(self, ino: int) -> tuple[Live, Entry]:
         """The kernel-held inode of a base entry not stored yet, with that entry."""
@@ -197,10 +230,34 @@ class HeadFS:
         return live, live.entry
 
     def attr(self, n: HNode) -> Attr:
-        size = n.size if n.kind in (Kind.FILE, Kind.SYMLINK) else BLOCK
-        blocks = (size + 511) // 512
-        return Attr(n.ino, n.mode, n.nlink, n.uid, n.gid, size, blocks, n.mtime_ns, n.ctime_ns,
-                    HEAD_TIMEOUT)
+        if n.kind == Kind.FILE:
+            size, used = n.size, self._allocated(n)
+        elif n.kind == Kind.SYMLINK:
+            size, used = n.size, n.size
+        elif n.kind == Kind.DIR:
+            size, used = BLOCK, BLOCK
+        else:  # fifos, device nodes, sockets: no content
+            size, used = 0, 0
+        return Attr(n.ino, n.mode, n.nlink, n.uid, n.gid, size, blocks_of(used), n.mtime_ns,
+                    n.ctime_ns, HEAD_TIMEOUT, n.atime_ns, n.rdev)
+
+    def _allocated(self, n: HNode) -> int:
+        """Bytes of a file holding data (what st_blocks counts): the base's data below
+        base_len plus what the overlay file holds (an overlap counts twice, capped at size)."""
+        base = 0
+        if n.base_len > 0:
+            ref = _content(n.base)
+            if n.base_len >= n.base_size:
+                base = self.store.contents.allocated(ref, n.base_size)
+            else:
+                base = _data_below(self.store.contents.spans(ref, n.base_size), n.base_len)
+        written = 0
+        if self.db.node(n.ino) is not None:  # only a stored node has an overlay file
+            try:
+                written = os.stat(self.overlays.path(n.ino)).st_blocks * 512
+            except FileNotFoundError:
+                written = 0
+        return min(base + written, n.size)
 
     def getattr(self, ino: int) -> Attr:
         return self.attr(self.node(ino))
@@ -284,7 +341,7 @@ class HeadFS:
             return stored
         live, entry = self._unstored(ino)
         self._store(live.parent)
-        node = virtual_node(ino, entry, live.origin)
+        node = self._virtual(ino, entry, live.origin)
         with self.db.txn():
             self.db.put_node(node)
             self.db.put_dirent(live.parent, entry.name, ino, dirty=False)
@@ -349,9 +406,12 @@ class HeadFS:
         if p is not None and not p.dirty:
             self._update(p)
 
-    def _touch_dir(self, parent: int) -> None:
+    def _touch_dir(self, parent: int, subdirs: int = 0) -> None:
+        """A directory's names changed: new mtime and ctime; `subdirs` directories more (or
+        fewer) in it change its link count."""
         t = now_ns()
-        self._update(self._store(parent), mtime_ns=t, ctime_ns=t)
+        p = self._store(parent)
+        self._update(p, mtime_ns=t, ctime_ns=t, nlink=p.nlink + subdirs)
 
     def _unbind(self, parent: int, name: bytes) -> None:
         """Remove a name from a stored directory (a whiteout if the base has it)."""
@@ -371,7 +431,7 @@ class HeadFS:
     # -- creating names ------------------------------------------------------------------------
 
     def _new_node(self, parent: int, name: bytes, kind: Kind, mode: int, uid: int, gid: int,
-                  base: bytes = b"", size: int = 0) -> tuple[int, Attr]:
+                  base: bytes = b"", size: int = 0, rdev: int = 0) -> tuple[int, Attr]:
         _check_name(name)
         if self._child(parent, name) is not None:
             raise Exists("file exists")
@@ -383,12 +443,12 @@ class HeadFS:
         t = now_ns()
         ino = self._new_ino()
         node = HNode(ino, kind, mode, uid, gid, t, t, size, 2 if kind == Kind.DIR else 1, base,
-                     0, 0, (), 0, True, None)
+                     0, 0, (), 0, True, None, rdev, t)
         with self.db.txn():
             self.db.put_node(node)
             self.db.reserve_ino(ino)
             self._bind(parent, name, ino)
-            self._touch_dir(parent)
+            self._touch_dir(parent, 1 if kind == Kind.DIR else 0)
         return ino, self.attr(node)
 
     def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int
@@ -400,13 +460,19 @@ class HeadFS:
         return self._new_node(parent, name, Kind.DIR, stat.S_IFDIR | stat.S_IMODE(mode), uid,
                               gid)
 
-    def mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> tuple[int, Attr]:
-        if stat.S_ISREG(mode):
+    def mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int, rdev: int = 0
+              ) -> tuple[int, Attr]:
+        """A file, fifo, device node or socket. Device nodes and sockets are metadata only
+        (kind, mode, rdev); the mount is nodev, so a device node here opens nothing."""
+        if stat.S_ISREG(mode) or stat.S_IFMT(mode) == 0:
             return self.create(parent, name, mode, uid, gid)
-        if not stat.S_ISFIFO(mode):
-            raise NotPermitted("dsfs stores files, directories, symlinks and fifos only")
-        return self._new_node(parent, name, Kind.FIFO, stat.S_IFIFO | stat.S_IMODE(mode), uid,
-                              gid)
+        kind = Kind.from_mode(mode)
+        if kind is None or not kind.special:
+            raise Invalid("mknod makes files, fifos, device nodes and sockets")
+        if kind not in (Kind.CHR, Kind.BLK):
+            rdev = 0
+        return self._new_node(parent, name, kind, stat.S_IFMT(mode) | stat.S_IMODE(mode), uid,
+                              gid, rdev=rdev)
 
     def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int
                 ) -> tuple[int, Attr]:
@@ -460,7 +526,7 @@ class HeadFS:
         with self.db.txn():
             n = self._store(ino)
             self._unbind(parent, name)
-            self._touch_dir(parent)
+            self._touch_dir(parent, -1)
             self.db.put_node(n.with_(nlink=0))
             for child_name, _, _ in self.db.dirents(ino):
                 self.db.delete_dirent(ino, child_name)
@@ -517,9 +583,13 @@ class HeadFS:
             self._unbind(p1, n1)
             self._bind(p2, n2, src)
             self._update(s, ctime_ns=now_ns())
-            self._touch_dir(p1)
+            moved = 1 if s.kind == Kind.DIR else 0  # the link counts of both parents change
+            replaced = 1 if dnode is not None and dnode.kind == Kind.DIR else 0
             if p2 != p1:
-                self._touch_dir(p2)
+                self._touch_dir(p1, -moved)
+                self._touch_dir(p2, moved - replaced)
+            else:
+                self._touch_dir(p1, -replaced)
             if dnode is not None:
                 if dnode.kind == Kind.DIR:
                     self.db.put_node(dnode.with_(nlink=0))
@@ -534,27 +604,29 @@ class HeadFS:
                 (self.node(dst).kind == Kind.DIR and self._is_within(p1, dst)):
             raise Invalid("cannot move a directory into itself")
         with self.db.txn():
-            self._store(src)
-            self._store(dst)
+            s = self._store(src)
+            d = self._store(dst)
             self._bind(p1, n1, dst)
             self._bind(p2, n2, src)
-            self._touch_dir(p1)
-            self._touch_dir(p2)
+            # p1 gains dst and loses src (and p2 the reverse): link counts follow the kinds
+            gain = (d.kind == Kind.DIR) - (s.kind == Kind.DIR) if p1 != p2 else 0
+            self._touch_dir(p1, gain)
+            self._touch_dir(p2, -gain)
 
     # -- attributes ------------------------------------------------------------------------------
 
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, mtime_ns: int | None = None,
-                ) -> Attr:
+                atime_ns: int | None = None) -> Attr:
         """Change attributes; a size change cuts or extends the file. In the calling thread
         (the daemon splits a size change so that its trio thread never waits for a file's
-        lock: `prepare_truncate`, `truncate_data`, then this with `data_done`)."""
+        lock: `prepare_truncate`, `truncate_data`, then `finish_truncate`)."""
         if size is None:
-            return self._set_attrs(ino, mode, uid, gid, None, mtime_ns)
+            return self._set_attrs(ino, mode, uid, gid, None, mtime_ns, atime_ns)
         self.prepare_truncate(ino)
         with self.file_locks.held(ino):  # FILE before HEAD_DB, never the other way
             self.truncate_data(ino, size)
-            return self._set_attrs(ino, mode, uid, gid, size, mtime_ns)
+            return self._set_attrs(ino, mode, uid, gid, size, mtime_ns, atime_ns)
 
     def prepare_truncate(self, ino: int) -> HNode:
         """Store the node a size change is about to cut (IsADir / Invalid if it is no file)."""
@@ -572,12 +644,12 @@ class HeadFS:
 
     def finish_truncate(self, ino: int, size: int, *, mode: int | None = None,
                         uid: int | None = None, gid: int | None = None,
-                        mtime_ns: int | None = None) -> Attr:
+                        mtime_ns: int | None = None, atime_ns: int | None = None) -> Attr:
         """Record the new size once `truncate_data` has cut the overlay."""
-        return self._set_attrs(ino, mode, uid, gid, size, mtime_ns)
+        return self._set_attrs(ino, mode, uid, gid, size, mtime_ns, atime_ns)
 
     def _set_attrs(self, ino: int, mode: int | None, uid: int | None, gid: int | None,
-                   size: int | None, mtime_ns: int | None) -> Attr:
+                   size: int | None, mtime_ns: int | None, atime_ns: int | None) -> Attr:
         with self.db.txn():
             n = self._store(ino)
             changes: dict[str, object] = {"ctime_ns": now_ns()}
@@ -589,6 +661,8 @@ class HeadFS:
                 changes["gid"] = gid
             if mtime_ns is not None:
                 changes["mtime_ns"] = mtime_ns
+            if atime_ns is not None:
+                changes["atime_ns"] = atime_ns
             if size is not None:
                 if n.kind == Kind.DIR:
                     raise IsADir("is a directory")
@@ -848,6 +922,18 @@ def acl_mode(value: bytes) -> tuple[int, bool]:
     group = perms.get(_MASK, perms.get(_GROUP_OBJ, 0))
     bits = perms.get(_USER_OBJ, 0) << 6 | group << 3 | perms.get(_OTHER, 0)
     return bits, count <= 3
+
+
+def _data_below(spans: list[ChunkSpan], end: int) -> int:
+    """Bytes of data (not holes) in the first `end` bytes of a chunk list."""
+    total = pos = 0
+    for span in spans:
+        if pos >= end:
+            break
+        if span.cid is not None:
+            total += min(span.length, end - pos)
+        pos += span.length
+    return total
 
 
 def _check_name(name: bytes) -> None:

@@ -24,7 +24,8 @@ table       columns
 ==========  =================================================================================
 meta        key TEXT, value: base (version number), next_ino, pending (commit token), plan
 nodes       ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, base, base_size,
-            base_len, xattrs (msgpack), link (base hard-link group), dirty, origin (base path)
+            base_len, xattrs (msgpack), link (base hard-link group), dirty, origin (base path),
+            sum, rdev (device nodes), atime_ns (NULL: as mtime; rows of layout 2)
 dirents     parent, name, ino (0 = deleted), dirty
 links       link (base hard-link group id) -> ino
 plan        ino -> new base (NULL: unchanged), base_size, origin (its path in the new
@@ -54,7 +55,10 @@ HEAD_ROOT = 1
 WHITEOUT = 0
 CHECKPOINT_BYTES = 16 << 20
 """A periodic sync folds the write-ahead log into the database once it is this big."""
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+"""Layout 3 added nodes.rdev and nodes.atime_ns; a layout-2 database is migrated in place (the
+two columns are added with their defaults, and a row's checksum covers them only when they are
+not the defaults, so every existing row stays valid as it is)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -64,7 +68,7 @@ CREATE TABLE IF NOT EXISTS nodes(
     ctime_ns INTEGER NOT NULL, size INTEGER NOT NULL, nlink INTEGER NOT NULL,
     base BLOB NOT NULL, base_size INTEGER NOT NULL, base_len INTEGER NOT NULL,
     xattrs BLOB, link INTEGER NOT NULL, dirty INTEGER NOT NULL, origin BLOB,
-    sum INTEGER NOT NULL);
+    sum INTEGER NOT NULL, rdev INTEGER NOT NULL DEFAULT 0, atime_ns INTEGER);
 CREATE TABLE IF NOT EXISTS dirents(
     parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL,
     dirty INTEGER NOT NULL, sum INTEGER NOT NULL, PRIMARY KEY(parent, name)) WITHOUT ROWID;
@@ -100,13 +104,16 @@ class HNode:
     link: int
     dirty: bool
     origin: bytes | None
+    rdev: int = 0
+    atime_ns: int | None = None
+    """Last access time; None (a node stored by layout 2) means the same as mtime."""
 
     def with_(self, **changes: Any) -> HNode:
         return replace(self, **changes)
 
 
 NODE_COLUMNS = ("ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, base, base_size, "
-            "base_len, xattrs, link, dirty, origin, sum")
+            "base_len, xattrs, link, dirty, origin, sum, rdev, atime_ns")
 
 
 def _row_sum(fields: tuple[Any, ...]) -> int:
@@ -121,22 +128,30 @@ def _check_row(fields: tuple[Any, ...], stored: int, what: str) -> None:
                           "`dsfs verify` for details")
 
 
+def _summed(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The fields of a node row its checksum covers: all but dirty and the sum itself; rdev and
+    atime_ns (added by layout 3) only when not their defaults, so layout-2 rows keep their sum."""
+    fields = row[:14] + row[15:16]
+    rdev, atime = row[17], row[18]
+    return (*fields, rdev, atime) if rdev or atime is not None else fields
+
+
 def row_to_node(row: tuple[Any, ...]) -> HNode:
     (ino, kind, mode, uid, gid, mtime, ctime, size, nlink, base, base_size, base_len, xattrs,
-     link, dirty, origin, stored) = row
-    _check_row(row[:14] + row[15:16], stored, f"node {ino}")
+     link, dirty, origin, stored, rdev, atime) = row
+    _check_row(_summed(row), stored, f"node {ino}")
     xa: Xattrs = tuple((bytes(k), bytes(v)) for k, v in schema.dec_msg(xattrs)) if xattrs \
         else ()
     return HNode(ino, Kind(kind), mode, uid, gid, mtime, ctime, size, nlink, bytes(base),
                  base_size, base_len, xa, link, bool(dirty),
-                 bytes(origin) if origin is not None else None)
+                 bytes(origin) if origin is not None else None, rdev, atime)
 
 
 def _node_to_row(n: HNode) -> tuple[Any, ...]:
     xattrs = schema.enc_msg([list(x) for x in n.xattrs]) if n.xattrs else None
     row = (n.ino, int(n.kind), n.mode, n.uid, n.gid, n.mtime_ns, n.ctime_ns, n.size, n.nlink,
            n.base, n.base_size, n.base_len, xattrs, n.link, int(n.dirty), n.origin)
-    return (*row, _row_sum(row[:14] + row[15:16]))
+    return (*row, _row_sum(_summed((*row, 0, n.rdev, n.atime_ns))), n.rdev, n.atime_ns)
 
 
 class HeadDB:
@@ -161,6 +176,9 @@ class HeadDB:
         # the overlay bytes they describe; `sync` checkpoints after the caller synced those
         c.execute("PRAGMA wal_autocheckpoint=0")
         version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version == 2:
+            _migrate_from_2(c)
+            version = SCHEMA_VERSION
         if version not in (0, SCHEMA_VERSION):
             self._conn.close()
             raise NewerFormat(f"@head state {path} has layout {version}, this dsfs knows "
@@ -277,7 +295,7 @@ class HeadDB:
     def put_node(self, node: HNode) -> None:
         with self.txn():
             self._conn.execute(f"INSERT OR REPLACE INTO nodes({NODE_COLUMNS}) VALUES "
-                               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _node_to_row(node))
+                               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _node_to_row(node))
             self._cache[node.ino] = node
 
     def delete_node(self, ino: int) -> None:
@@ -404,6 +422,19 @@ class HeadDB:
         nodes = self._one("SELECT count(*) FROM nodes")[0]
         dirty = self._one("SELECT count(*) FROM nodes WHERE dirty=1")[0]
         return {"nodes": int(nodes), "dirty": int(dirty)}
+
+
+def _migrate_from_2(c: sqlite3.Connection) -> None:
+    """Layout 2 -> 3 in place, in one transaction: nodes gain rdev (0) and atime_ns (NULL)."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        c.execute("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")
+        c.execute("ALTER TABLE nodes ADD COLUMN atime_ns INTEGER")
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
 
 
 def check_dirent(parent: int, name: bytes, ino: int, stored: int) -> None:
