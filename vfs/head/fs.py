@@ -8,42 +8,36 @@ subclasses. Never imports: daemon, trio, pyfuse3.
 A name not touched since the base is served from the base version's trees and gets a number from
 the same counter as stored nodes (kept in memory while the kernel holds it). The first change
 below or at a name stores its node and pins the path above it (`_store`), so a node keeps its
-number for good. Threads: every method runs in one thread (the daemon's trio thread) except
-`read`, `read_into`, `write_data` and `truncate_data`, which may run in worker threads (they
-touch only the overlay files, the store's readers and the node's row). Locks: a file's overlay
-is read and changed under its `FileLocks` lock, taken before @head's database lock and never
-while holding it (the order is written down in `vfs.lockorder`).
+number for good. Threads: every method runs in one thread (the daemon's trio thread), except
+the data path inherited from `vfs.head.data.HeadData` (read, write_data, truncate_data,
+read_into), which may run in worker threads under each file's lock; attributes live in
+`vfs.head.attrs`. The lock order is written down in `vfs.lockorder`.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import struct
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from vfs.errors import (
-    CorruptData,
     Exists,
     Invalid,
     IsADir,
     NameTooLong,
-    NoAttr,
     NoEntry,
     NotADir,
     NotEmpty,
     NotPermitted,
     StaleHandle,
 )
+from vfs.head.attrs import HeadAttrs, now_ns
+from vfs.head.data import FileLocks
 from vfs.head.overlay import Overlays
 from vfs.head.state import HEAD_ROOT, WHITEOUT, HeadDB, HNode
 from vfs.ids import TreeId
-from vfs.lockorder import OrderedLock, Rank
-from vfs.model import ChunkSpan, ContentRef, Entry, Kind, Version
+from vfs.model import ContentRef, Entry, Kind, Version
 from vfs.store import Store
 from vfs.view import BLOCK, Attr, blocks_of
 
@@ -53,10 +47,6 @@ HEAD_LINK = 1 << 48
 NAME_MAX = 255
 _DIR_NLINK = "dir_nlink"
 """Meta key: the stored directories' link counts are 2 + subdirectories (see _count_dir_links)."""
-
-
-def now_ns() -> int:
-    return time.time_ns()
 
 
 @dataclass(slots=True, eq=False)
@@ -86,64 +76,6 @@ class HeadFileHandle:
     wrote: bool = False
 
 
-@dataclass(slots=True, eq=False)
-class _FileLock:
-    lock: OrderedLock
-    users: int = 0
-    """Threads holding or waiting for it."""
-
-
-class FileLocks:
-    """One re-entrant lock per @head file (rank FILE in `vfs.lockorder`), made on first use and
-    dropped when no thread holds or waits for it: two files never share a lock, so a read of
-    one never waits for a truncate of another. Any thread."""
-
-    def __init__(self) -> None:
-        self._locks: dict[int, _FileLock] = {}
-        self._guard = threading.Lock()
-        """A leaf: held only to find or count a file's lock, never while taking one."""
-
-    def acquire(self, ino: int, blocking: bool = True) -> bool:
-        with self._guard:
-            entry = self._locks.get(ino)
-            if entry is None:
-                entry = self._locks[ino] = _FileLock(
-                    OrderedLock(Rank.FILE, f"file lock of @head inode {ino}", reentrant=True))
-            entry.users += 1
-        try:
-            got = entry.lock.acquire(blocking)
-        except BaseException:
-            self._unref(ino)
-            raise
-        if not got:
-            self._unref(ino)
-        return got
-
-    def release(self, ino: int) -> None:
-        with self._guard:
-            entry = self._locks[ino]
-        entry.lock.release()
-        self._unref(ino)
-
-    def _unref(self, ino: int) -> None:
-        with self._guard:
-            entry = self._locks[ino]
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[ino]
-
-    @contextmanager
-    def held(self, ino: int) -> Iterator[None]:
-        self.acquire(ino)
-        try:
-            yield
-        finally:
-            self.release(ino)
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-
 def virtual_node(ino: int, entry: Entry, origin: bytes, subdirs: int = 0) -> HNode:
     """The node a base entry would be if stored now (`subdirs`: a directory's subdirectories,
     its link count is 2 + that)."""
@@ -155,7 +87,7 @@ def virtual_node(ino: int, entry: Entry, origin: bytes, subdirs: int = 0) -> HNo
                  entry.rdev, entry.mtime_ns)
 
 
-class HeadFS:
+class HeadFS(HeadAttrs):
     """Operations on @head. Inode numbers here are head-local (the root is HEAD_ROOT)."""
 
     def __init__(self, store: Store, db: HeadDB, overlays: Overlays, base: Version) -> None:
@@ -240,24 +172,6 @@ class HeadFS:
             size, used = 0, 0
         return Attr(n.ino, n.mode, n.nlink, n.uid, n.gid, size, blocks_of(used), n.mtime_ns,
                     n.ctime_ns, HEAD_TIMEOUT, n.atime_ns, n.rdev)
-
-    def _allocated(self, n: HNode) -> int:
-        """Bytes of a file holding data (what st_blocks counts): the base's data below
-        base_len plus what the overlay file holds (an overlap counts twice, capped at size)."""
-        base = 0
-        if n.base_len > 0:
-            ref = _content(n.base)
-            if n.base_len >= n.base_size:
-                base = self.store.contents.allocated(ref, n.base_size)
-            else:
-                base = _data_below(self.store.contents.spans(ref, n.base_size), n.base_len)
-        written = 0
-        if self.db.node(n.ino) is not None:  # only a stored node has an overlay file
-            try:
-                written = os.stat(self.overlays.path(n.ino)).st_blocks * 512
-            except FileNotFoundError:
-                written = 0
-        return min(base + written, n.size)
 
     def getattr(self, ino: int) -> Attr:
         return self.attr(self.node(ino))
@@ -615,99 +529,6 @@ class HeadFS:
 
     # -- attributes ------------------------------------------------------------------------------
 
-    def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
-                gid: int | None = None, size: int | None = None, mtime_ns: int | None = None,
-                atime_ns: int | None = None) -> Attr:
-        """Change attributes; a size change cuts or extends the file. In the calling thread
-        (the daemon splits a size change so that its trio thread never waits for a file's
-        lock: `prepare_truncate`, `truncate_data`, then `finish_truncate`)."""
-        if size is None:
-            return self._set_attrs(ino, mode, uid, gid, None, mtime_ns, atime_ns)
-        self.prepare_truncate(ino)
-        with self.file_locks.held(ino):  # FILE before HEAD_DB, never the other way
-            self.truncate_data(ino, size)
-            return self._set_attrs(ino, mode, uid, gid, size, mtime_ns, atime_ns)
-
-    def prepare_truncate(self, ino: int) -> HNode:
-        """Store the node a size change is about to cut (IsADir / Invalid if it is no file)."""
-        n = self._store(ino)
-        if n.kind == Kind.DIR:
-            raise IsADir("is a directory")
-        if n.kind != Kind.FILE:
-            raise Invalid("not a regular file")
-        return n
-
-    def truncate_data(self, ino: int, size: int) -> None:
-        """Cut the overlay of a stored file at `size` (any thread; takes the file's lock)."""
-        with self.file_locks.held(ino):
-            self.overlays.truncate(ino, size)
-
-    def finish_truncate(self, ino: int, size: int, *, mode: int | None = None,
-                        uid: int | None = None, gid: int | None = None,
-                        mtime_ns: int | None = None, atime_ns: int | None = None) -> Attr:
-        """Record the new size once `truncate_data` has cut the overlay."""
-        return self._set_attrs(ino, mode, uid, gid, size, mtime_ns, atime_ns)
-
-    def _set_attrs(self, ino: int, mode: int | None, uid: int | None, gid: int | None,
-                   size: int | None, mtime_ns: int | None, atime_ns: int | None) -> Attr:
-        with self.db.txn():
-            n = self._store(ino)
-            changes: dict[str, object] = {"ctime_ns": now_ns()}
-            if mode is not None:
-                changes["mode"] = stat.S_IFMT(n.mode) | stat.S_IMODE(mode)
-            if uid is not None:
-                changes["uid"] = uid
-            if gid is not None:
-                changes["gid"] = gid
-            if mtime_ns is not None:
-                changes["mtime_ns"] = mtime_ns
-            if atime_ns is not None:
-                changes["atime_ns"] = atime_ns
-            if size is not None:
-                if n.kind == Kind.DIR:
-                    raise IsADir("is a directory")
-                if n.kind != Kind.FILE:
-                    raise Invalid("not a regular file")
-                changes["size"] = size
-                changes["base_len"] = min(n.base_len, size)
-                if size != n.size and mtime_ns is None:
-                    changes["mtime_ns"] = changes["ctime_ns"]
-            n = self._update(n, **changes)
-        return self.attr(n)
-
-    def listxattr(self, ino: int) -> list[bytes]:
-        return [k for k, _ in self.node(ino).xattrs]
-
-    def getxattr(self, ino: int, name: bytes) -> bytes:
-        for k, v in self.node(ino).xattrs:
-            if k == name:
-                return v
-        raise NoAttr("no such attribute")
-
-    def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
-        with self.db.txn():
-            n = self._store(ino)
-            changes: dict[str, object] = {"ctime_ns": now_ns()}
-            keep = [(k, v) for k, v in n.xattrs if k != name]
-            if name == ACL_ACCESS:
-                # With POSIX ACLs on, the daemon keeps the mode in step with the access ACL,
-                # and an ACL the mode says entirely is not kept (as local filesystems do).
-                bits, minimal = acl_mode(value)
-                changes["mode"] = (n.mode & ~0o777) | bits
-                if not minimal:
-                    keep.append((name, value))
-            else:
-                keep.append((name, value))
-            self._update(n, xattrs=tuple(sorted(keep)), **changes)
-
-    def removexattr(self, ino: int, name: bytes) -> None:
-        with self.db.txn():
-            n = self._store(ino)
-            if all(k != name for k, _ in n.xattrs):
-                raise NoAttr("no such attribute")
-            self._update(n, xattrs=tuple((k, v) for k, v in n.xattrs if k != name),
-                         ctime_ns=now_ns())
-
     # -- directories -----------------------------------------------------------------------------
 
     def names(self, ino: int) -> Iterator[bytes]:
@@ -777,20 +598,6 @@ class HeadFS:
         self.base = version
         self._link_paths = None
 
-    def read(self, n: HNode, offset: int, length: int) -> bytes:
-        """Bytes of a file node (any thread; `n` is a snapshot taken by the caller)."""
-        end = min(offset + length, n.size)
-        if offset >= end:
-            return b""
-        if self.db.node(n.ino) is None:  # never written: straight from the base
-            return self.store.contents.read(_content(n.base), n.base_size, offset, end - offset)
-        try:
-            with self.file_locks.held(n.ino):
-                n = self.db.node(n.ino) or n  # a commit may have rebased it meanwhile
-                return self._read_locked(n, offset, min(end, n.size))
-        except CorruptData as exc:
-            raise CorruptData(f"{self.path_of(n.ino)}: {exc}") from None
-
     def path_of(self, ino: int) -> str:
         """`@head/dir/file` for messages (one of its names for a hard link)."""
         parts: list[bytes] = []
@@ -808,43 +615,6 @@ class HeadFS:
                 current, name = live.parent, live.name
             parts.append(name)
         return "@head/" + os.fsdecode(b"/".join(reversed(parts)))
-
-    def read_into(self, n: HNode, view: memoryview, offset: int) -> int:
-        """Fill `view` with the file's bytes at `offset` (any thread); the count read. Written
-        bytes go straight into `view` (commit reads every changed file this way)."""
-        with self.file_locks.held(n.ino):
-            n = self.db.node(n.ino) or n
-            end = min(offset + len(view), n.size)
-            if offset >= end:
-                return 0
-            pos = offset
-            for a, b in self.overlays.data_ranges(n.ino, offset, end):
-                if a > pos:
-                    view[pos - offset:a - offset] = self._base_or_zeros(n, pos, a)
-                self.overlays.read_into(n.ino, view[a - offset:b - offset], a)
-                pos = b
-            if pos < end:
-                view[pos - offset:end - offset] = self._base_or_zeros(n, pos, end)
-        return end - offset
-
-    def _read_locked(self, n: HNode, offset: int, end: int) -> bytes:
-        pieces: list[bytes] = []
-        pos = offset
-        for a, b in self.overlays.data_ranges(n.ino, offset, end):
-            if a > pos:
-                pieces.append(self._base_or_zeros(n, pos, a))
-            pieces.append(self.overlays.pread(n.ino, a, b - a))
-            pos = b
-        if pos < end:
-            pieces.append(self._base_or_zeros(n, pos, end))
-        return b"".join(pieces)
-
-    def _base_or_zeros(self, n: HNode, start: int, end: int) -> bytes:
-        visible = min(end, n.base_len)
-        data = b""
-        if start < visible:
-            data = self.store.contents.read(_content(n.base), n.base_size, start, visible - start)
-        return data + bytes(end - start - len(data))
 
     def write(self, handle: HeadFileHandle, offset: int, data: bytes) -> int:
         """A whole write in the calling thread (prepare, write_data, finish_write)."""
@@ -866,21 +636,6 @@ class HeadFS:
             n = self._update(n)
         return n, offset
 
-    def write_data(self, n: HNode, offset: int, data: bytes) -> bool:
-        """Put the bytes into the overlay (any thread; takes the file's lock). Returns whether
-        the file's whole content was copied up first (without exact hole reporting), which
-        `finish_write` then records."""
-        with self.file_locks.held(n.ino):
-            current = self.db.node(n.ino) or n
-            copied = False
-            if self.overlays.whole_copy and current.base_len > 0:
-                self.overlays.copy_whole(n.ino, current.size,
-                                         lambda o, k: self._read_locked(current, o, o + k))
-                copied = True
-            self.overlays.write(n.ino, offset, data, current.size,
-                                lambda o, k: self._read_locked(current, o, o + k))
-            return copied
-
     def finish_write(self, ino: int, offset: int, length: int, copied: bool = False) -> None:
         n = self.node(ino)
         t = now_ns()
@@ -889,52 +644,6 @@ class HeadFS:
         if copied:
             changes["base_len"] = 0
         self._update(n, **changes)
-
-    def fsync(self, ino: int) -> None:
-        """Everything written to @head so far is durable once this returns. All overlays are
-        synced before the database: a size that survives a power cut never describes bytes
-        that did not."""
-        self.sync_all()
-
-    def sync_all(self, checkpoint: bool = False) -> None:
-        self.overlays.sync_all()
-        self.db.sync(checkpoint)
-
-
-ACL_ACCESS = b"system.posix_acl_access"
-_ACL_HEADER = struct.Struct("<I")
-_ACL_ENTRY = struct.Struct("<HHI")
-_USER_OBJ, _GROUP_OBJ, _MASK, _OTHER = 0x01, 0x04, 0x10, 0x20
-
-
-def acl_mode(value: bytes) -> tuple[int, bool]:
-    """Permission bits an access ACL (Linux xattr form) implies, and whether the ACL is
-    minimal (says no more than those bits)."""
-    if len(value) < _ACL_HEADER.size or (len(value) - _ACL_HEADER.size) % _ACL_ENTRY.size or \
-            _ACL_HEADER.unpack_from(value)[0] != 2:
-        raise Invalid("malformed POSIX ACL")
-    perms: dict[int, int] = {}
-    count = 0
-    for off in range(_ACL_HEADER.size, len(value), _ACL_ENTRY.size):
-        tag, perm, _ = _ACL_ENTRY.unpack_from(value, off)
-        perms[tag] = perm & 7
-        count += 1
-    group = perms.get(_MASK, perms.get(_GROUP_OBJ, 0))
-    bits = perms.get(_USER_OBJ, 0) << 6 | group << 3 | perms.get(_OTHER, 0)
-    return bits, count <= 3
-
-
-def _data_below(spans: list[ChunkSpan], end: int) -> int:
-    """Bytes of data (not holes) in the first `end` bytes of a chunk list."""
-    total = pos = 0
-    for span in spans:
-        if pos >= end:
-            break
-        if span.cid is not None:
-            total += min(span.length, end - pos)
-        pos += span.length
-    return total
-
 
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
