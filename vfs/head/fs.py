@@ -729,8 +729,8 @@ class HeadFS:
         self.sync_all()
 
     def sync_all(self, checkpoint: bool = False) -> None:
-        self.overlays.sync_all()
-        self.db.sync(checkpoint)
+        started = self.overlays.sync_all()
+        self.db.sync(checkpoint, synced_from=started)
 
 
 ACL_ACCESS = b"system.posix_acl_access"

@@ -22,7 +22,8 @@ visit only changed paths.
 ==========  =================================================================================
 table       columns
 ==========  =================================================================================
-meta        key TEXT, value: base (version number), next_ino, pending (commit token), plan
+meta        key TEXT, value: base (version number), next_ino, pending (commit token), plan,
+            running (1 while a session is open), synced_from_ns (start of the last sync)
 nodes       ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, base, base_size,
             base_len, xattrs (msgpack), link (base hard-link group), dirty, origin (base path)
 dirents     parent, name, ino (0 = deleted), dirty
@@ -186,14 +187,18 @@ class HeadDB:
                 self._cache.clear()
                 raise _translate(exc, self.path) from None
 
-    def sync(self, checkpoint: bool = False) -> None:
+    def sync(self, checkpoint: bool = False, synced_from: int | None = None) -> None:
         """Make every committed change durable (fsync of the write-ahead log). Callers sync the
-        overlay files first: data before the metadata that describes it."""
+        overlay files first: data before the metadata that describes it. `synced_from`: the
+        time that overlay sync started, recorded with it (see vfs.head.unsynced)."""
         with self._lock:
             self._conn.execute("PRAGMA synchronous=FULL")
             try:
                 with self.txn():
                     self._conn.execute("INSERT OR REPLACE INTO meta VALUES('synced', 1)")
+                    if synced_from is not None:
+                        self._conn.execute("INSERT OR REPLACE INTO meta "
+                                           "VALUES('synced_from_ns', ?)", (synced_from,))
             finally:
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             if checkpoint:
