@@ -548,6 +548,7 @@ class Overlays(OverlaySyncs):
         with self._lock:
             fds = [self._fds.pop(ino, None), self._sums.pop(ino, None)]
             self._created.discard(ino)
+            self._written.pop(ino, None)
         for fd in fds:
             if fd is not None:
                 os.close(fd)
