@@ -12,8 +12,10 @@ THE ORDER (a thread holding a lock may only take locks further down this list):
   2. ``HEAD_DB``   @head's database connection (`vfs.head.state.HeadDB`, re-entrant): held for
                    each query and for a whole transaction. Never held across an fsync (the
                    write-ahead log is synced after it is released) nor across overlay I/O.
-  3. ``OVERLAYS``  the descriptor tables of `vfs.head.overlay.Overlays`.
-  4. leaves        the store's caches and readers (`vfs.content`, `vfs.pack`, `vfs.tree`,
+  3. ``OVERLAY_SYNC`` held through a whole sync of the overlay files (`vfs.head.overlaysync`),
+                   so syncs complete in the order they start; only worker threads take it.
+  4. ``OVERLAYS``  the descriptor tables of `vfs.head.overlay.Overlays`.
+  5. leaves        the store's caches and readers (`vfs.content`, `vfs.pack`, `vfs.tree`,
                    `vfs.objects`): plain locks that never take another lock while held.
 
 The daemon's trio-side gate (`daemon.headops.Gate`) and per-file trio locks come before all of
@@ -40,6 +42,7 @@ from types import TracebackType
 class Rank(IntEnum):
     FILE = 10
     HEAD_DB = 20
+    OVERLAY_SYNC = 25
     OVERLAYS = 30
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 
 from vfs.errors import CorruptData, DsfsError
 from vfs.head.overlay import Overlays
 from vfs.head.session import head_in_use
 from vfs.head.state import HEAD_ROOT, NODE_COLUMNS, WHITEOUT, check_dirent, row_to_node
+from vfs.head.unsynced import SYNCED_FROM, changed_since
 from vfs.model import REF_LIST, ContentRef, Kind, ref_id, ref_kind
 from vfs.store import Store
 
@@ -70,9 +72,13 @@ def _check(store: Store, conn: sqlite3.Connection) -> list[HeadProblem]:
 
     overlays = Overlays(store.root / "head" / "data", probe=False)
     running = conn.execute("SELECT value FROM meta WHERE key='running'").fetchone()
-    # beside a mount, or after a crash nothing has cleaned up yet, a hole whose sums landed
-    # may be a first write in flight or cut by the crash, not damage
-    first_writes_ok = (running is not None and running[0] == 1) or head_in_use(store.root)
+    synced = conn.execute("SELECT value FROM meta WHERE key=?", (SYNCED_FROM,)).fetchone()
+    # beside a mount, or after a crash nothing has cleaned up yet, a block that matches neither
+    # sum in an overlay changed since the last completed sync is a write in flight or one the
+    # crash lost (it will read as zeros), not damage: see vfs.head.unsynced
+    live = head_in_use(store.root)
+    unclean = running is None or running[0] != 0
+    synced_from = synced[0] if synced is not None else None
     try:
         for row in conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes"):
             try:
@@ -82,7 +88,9 @@ def _check(store: Store, conn: sqlite3.Connection) -> list[HeadProblem]:
                 continue
             where = path_of(n.ino)
             if n.kind == Kind.FILE:
-                for offset in overlays.damaged_blocks(n.ino, n.size, first_writes_ok):
+                damaged = _damaged(overlays, n.ino, n.size, live, unclean and changed_since(
+                    overlays, n.ino, synced_from))
+                for offset in damaged:
                     problems.append(HeadProblem(where, f"written block at offset {offset} "
                                                        "fails its checksum or is gone"))
                 problems.extend(HeadProblem(where, p) for p in _base_problems(store, n.base))
@@ -91,6 +99,19 @@ def _check(store: Store, conn: sqlite3.Connection) -> list[HeadProblem]:
     finally:
         overlays.close()
     return problems
+
+
+def _damaged(overlays: Overlays, ino: int, size: int, live: bool, lost_ok: bool) -> list[int]:
+    """Offsets of damaged blocks of a file. Beside a mount, a write may be between its sums
+    and its bytes: only blocks found damaged twice, a moment apart, are. After a crash, in an
+    overlay changed since the last completed sync, mismatches are lost unsynced writes."""
+    if not live and lost_ok:
+        return []
+    damaged = overlays.damaged_blocks(ino, size)
+    if live and damaged:
+        time.sleep(0.2)
+        damaged = sorted(set(damaged) & set(overlays.damaged_blocks(ino, size)))
+    return damaged
 
 
 def _base_problems(store: Store, base: bytes) -> list[str]:

@@ -341,8 +341,7 @@ def commit(fs: HeadFS, message: str, tag: str | None = None, allow_empty: bool =
             # the plan and token must be durable before the version is: recovery finds its
             # way by them. The overlays' bytes first (data before the sizes that describe
             # it), all at once: one fsync a file cost a big commit seconds
-            fs.overlays.sync_filesystem()
-            db.sync()
+            db.sync(synced_from=fs.overlays.sync_filesystem())
             version = store.record_version(writer, root_entry, message, stats,
                                            source=f"head:{token}", parent=fs.base.number,
                                            tag=tag)

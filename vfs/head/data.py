@@ -187,8 +187,8 @@ class HeadData:
         self.sync_all()
 
     def sync_all(self, checkpoint: bool = False) -> None:
-        self.overlays.sync_all()
-        self.db.sync(checkpoint)
+        started = self.overlays.sync_all()
+        self.db.sync(checkpoint, synced_from=started)
 
 
 def _data_below(spans: list[ChunkSpan], end: int) -> int:

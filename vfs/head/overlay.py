@@ -12,10 +12,14 @@ a block first fills the rest of that block with the file's current bytes (the ca
 function that reads them), so a data block of the overlay is always entirely current.
 
 Every data block has a CRC-32 in a sidecar file (`<ino>.sum`, 8 bytes per block: the sum of
-its bytes and of its bytes before the last write), written before the block and checked on
-every read: a flipped bit or a torn write in an overlay file reads as CorruptData (EIO), never
-as wrong bytes, while a write cut short by a crash between its two steps leaves the old bytes,
-which still match their old sum.
+its bytes now and the sum it had at the last completed sync), written before the block and
+checked on every read: a flipped bit in an overlay file reads as CorruptData (EIO), never as
+wrong bytes. A write keeps the second field while the block was already written since the last
+sync (`_written`, in memory, cleared by a sync for what it covered), so after a power cut a
+block whose bytes never left the page cache still holds what the last sync made durable, which
+matches. Every sync makes the sums durable before the bytes (.sum files first). What a power
+cut can leave that matches neither sum, and how an open after it tells that from damage, is in
+vfs.head.unsynced.
 
 This needs a filesystem that reports holes exactly (ext4, xfs, btrfs, tmpfs do). `probe_holes`
 checks it when the store opens; without it, `whole_copy` is set and a file's first write copies
@@ -29,7 +33,6 @@ space (unlink, truncate, rename, a fresh create) still find room for head.db's l
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import itertools
 import os
@@ -41,7 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vfs.errors import CorruptData
-from vfs.fsutil import fsync_dir, no_space
+from vfs.fsutil import no_space
+from vfs.head.overlaysync import OverlaySyncs, mark_blocks, translate
 from vfs.lockorder import OrderedLock, Rank
 
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
@@ -83,7 +87,7 @@ def probe_holes(directory: Path) -> bool:
         path.unlink(missing_ok=True)
 
 
-class Overlays:
+class Overlays(OverlaySyncs):
     """The overlay files of one store's @head."""
 
     def __init__(self, directory: Path, probe: bool = True) -> None:
@@ -93,10 +97,13 @@ class Overlays:
         self.whole_copy = not probe_holes(directory) if probe else False
         self._fds: dict[int, int] = {}
         self._sums: dict[int, int] = {}
-        self._unsynced: set[int] = set()
-        """Nodes written since the last sync_all (their descriptors may be closed since)."""
+        self._written: dict[int, bytearray] = {}
+        """Per node written since the last sync covering it (its descriptors may be closed
+        since): a bitmap of the blocks written, whose second sum field a write keeps."""
         self._lock = OrderedLock(Rank.OVERLAYS, "overlay descriptors")
-        """The descriptor tables; see vfs.lockorder (nothing is taken while it is held)."""
+        self._sync_lock = OrderedLock(Rank.OVERLAY_SYNC, "overlay sync")
+        """Held through a whole sync (taken before `_lock`): syncs complete in the order they
+        start, so a completed sync's start time means every earlier write is durable."""
         self._created: set[int] = set()
         self.trash = directory.parent / "trash"
         """Overlay files a commit discarded, waiting for their blocks to be freed."""
@@ -152,7 +159,7 @@ class Overlays:
                     if table is self._fds:
                         self._drop_stale_sums(ino)
             except OSError as exc:
-                raise _translate(exc, self.dir) from None
+                raise translate(exc, self.dir) from None
             table[ino] = fd
             return fd
 
@@ -176,14 +183,14 @@ class Overlays:
                          zero_from: int | None = None) -> None:
         """Write `payload` at `at` (or, with `zero_from`, cut the file there), sums first.
 
-        Each block's entry holds its new sum and the one before: until the data write lands, a
-        crash leaves the old bytes, which still match. So a write that did not return leaves
-        old or new bytes, never a false alarm; only bytes matching neither are damage."""
+        Each block's entry holds its new sum and its sum at the last completed sync (kept from
+        the entry if the block was written since, else its sum until now): bytes that never
+        left the page cache leave the durable ones, which still match."""
         end = at + len(payload) if zero_from is None else zero_from
-        with self._lock:
-            self._unsynced.add(ino)
         first = at // BLOCK
         last = (max(end, at + 1) - 1) // BLOCK
+        with self._lock:
+            seen = mark_blocks(self._written.setdefault(ino, bytearray()), first, last)
         sfd = self._sum_fd(ino, create=True)
         assert sfd is not None
         count = last - first + 1
@@ -204,8 +211,8 @@ class Overlays:
                     cut = max(0, zero_from - b * BLOCK)
                     old[cut:] = bytes(BLOCK - cut)
                 block = old
-            current = _SUM.unpack_from(old_sums, i * _SUM.size)[0]
-            entries += _SUM.pack(zlib.crc32(block), current)
+            current, synced = _SUM.unpack_from(old_sums, i * _SUM.size)
+            entries += _SUM.pack(zlib.crc32(block), synced if seen[i] else current)
         _pwrite_all(sfd, bytes(entries), first * _SUM.size)
         try:
             if zero_from is None:
@@ -264,7 +271,7 @@ class Overlays:
 
     def _check_blocks(self, ino: int, blocks: memoryview, first: int, what: str) -> None:
         """CorruptData unless each whole block of `blocks` (block `first` on) matches its sum
-        now or its sum before the last write."""
+        now or its sum at the last completed sync."""
         count = len(blocks) // BLOCK
         sfd = self._sum_fd(ino, create=False)
         sums = os.pread(sfd, count * _SUM.size, first * _SUM.size) if sfd is not None else b""
@@ -277,10 +284,10 @@ class Overlays:
                                   f"{(first + i) * BLOCK} fail their checksum (overlay "
                                   f"{self.path(ino).name})")
 
-    def damaged_blocks(self, ino: int, size: int, first_writes_ok: bool = False) -> list[int]:
+    def damaged_blocks(self, ino: int, size: int) -> list[int]:
         """Offsets of written blocks that fail their sums or are gone (for verify)."""
         ranges = self.data_ranges(ino, 0, size, check=False)
-        bad = self.lost_blocks(ino, 0, size, ranges, first_writes_ok) if size else []
+        bad = self.lost_blocks(ino, 0, size, ranges) if size else []
         for a, b in ranges:
             pos = a - a % BLOCK
             while pos < b:
@@ -336,13 +343,9 @@ class Overlays:
                                   f"{self.path(ino).name} (cut short or holed)")
         return out
 
-    def lost_blocks(self, ino: int, start: int, end: int, ranges: list[tuple[int, int]],
-                    first_writes_ok: bool = False) -> list[int]:
-        """Offsets of blocks in [start, end) outside `ranges` (holes) whose sums say written.
-
-        `first_writes_ok` skips blocks whose sum entry says "unwritten before": a first write
-        whose sums landed and whose bytes are still on their way (a live mount) or were lost
-        (a crash), which an outside observer cannot tell from damage."""
+    def lost_blocks(self, ino: int, start: int, end: int,
+                    ranges: list[tuple[int, int]]) -> list[int]:
+        """Offsets of blocks in [start, end) outside `ranges` (holes) whose sums say written."""
         if ranges == [(start, end)]:
             return []
         sfd = self._sum_fd(ino, create=False)
@@ -362,29 +365,43 @@ class Overlays:
             if covered[i]:
                 continue
             now, before = _SUM.unpack_from(sums, i * _SUM.size)
-            if (now or before) and not (first_writes_ok and before == 0):
+            if now or before:
                 lost.append((first + i) * BLOCK)
         return lost
 
-    def forget_lost_blocks(self) -> int:
-        """After a crash: sums of blocks whose bytes never reached the overlay (a write cut
-        between its sums and its data, a truncation cut between its two files) are cleared,
-        so those blocks read as never written. Returns how many were cleared."""
-        cleared = 0
-        for ino in self.stored_inos():
-            fd = self._fd(ino, create=False)
-            sfd = self._sum_fd(ino, create=False)
-            if fd is None or sfd is None:
-                continue
-            blocks = os.fstat(sfd).st_size // _SUM.size
-            if blocks == 0:
-                continue
-            end = blocks * BLOCK
-            for off in self.lost_blocks(ino, 0, end, self._ranges(fd, 0, end)):
-                _pwrite_all(sfd, bytes(_SUM.size), off // BLOCK * _SUM.size)
-                cleared += 1
-            self.close_file(ino)
-        return cleared
+    def unsynced_blocks(self, ino: int) -> list[int]:
+        """Offsets of blocks that match neither of their sums, or are holes whose sums say
+        written, anywhere in a node's overlay (see vfs.head.unsynced for what they mean)."""
+        fd = self._fd(ino, create=False)
+        if fd is None:
+            return []
+        sfd = self._sum_fd(ino, create=False)
+        sum_end = os.fstat(sfd).st_size // _SUM.size * BLOCK if sfd is not None else 0
+        end = max(os.fstat(fd).st_size, sum_end)
+        if end == 0:
+            return []
+        ranges = self._ranges(fd, 0, end)
+        bad = self.lost_blocks(ino, 0, end, ranges)
+        for a, b in ranges:
+            for pos in range(a - a % BLOCK, b, BLOCK):
+                try:
+                    self.read_checked(ino, pos, min(BLOCK, b - pos))
+                except CorruptData:
+                    bad.append(pos)
+        return sorted(bad)
+
+    def zero_blocks(self, ino: int, offsets: list[int]) -> None:
+        """Make these blocks hold zeros that match their sums (both fields)."""
+        fd = self._fd(ino, create=True)
+        sfd = self._sum_fd(ino, create=True)
+        assert fd is not None and sfd is not None
+        entry = _SUM.pack(_ZERO_SUM, _ZERO_SUM)
+        try:
+            for off in offsets:
+                _pwrite_all(sfd, entry, off // BLOCK * _SUM.size)
+                _pwrite_all(fd, bytes(BLOCK), off)
+        except OSError as exc:
+            raise translate(exc, self.dir) from None
 
     def _ranges(self, fd: int, start: int, end: int) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []
@@ -437,7 +454,7 @@ class Overlays:
         try:
             self._write_with_sums(ino, fd, payload, at)
         except OSError as exc:
-            raise _translate(exc, self.dir) from None
+            raise translate(exc, self.dir) from None
 
     def copy_whole(self, ino: int, size: int, current: ReadFn) -> None:
         """Fallback without hole reporting: put the node's whole content into its overlay."""
@@ -454,7 +471,7 @@ class Overlays:
                 pos += len(piece)
             os.ftruncate(fd, size)
         except OSError as exc:
-            raise _translate(exc, self.dir) from None
+            raise translate(exc, self.dir) from None
 
     def truncate(self, ino: int, size: int) -> None:
         fd = self._fd(ino, create=False)
@@ -463,7 +480,7 @@ class Overlays:
         try:
             if os.fstat(fd).st_size > size:
                 with self._lock:
-                    self._unsynced.add(ino)
+                    self._written.setdefault(ino, bytearray())
                 if size % BLOCK and self._is_data(fd, size - size % BLOCK):
                     self._write_with_sums(ino, fd, b"", size - size % BLOCK, zero_from=size)
                 else:
@@ -472,7 +489,7 @@ class Overlays:
                 assert sfd is not None
                 os.ftruncate(sfd, -(-size // BLOCK) * _SUM.size)
         except OSError as exc:
-            raise _translate(exc, self.dir) from None
+            raise translate(exc, self.dir) from None
 
     def discard(self, ino: int) -> None:
         """Forget everything written (a commit made it the base): the node's files move to the
@@ -482,7 +499,7 @@ class Overlays:
         with self._lock:
             fds = [self._fds.pop(ino, None), self._sums.pop(ino, None)]
             self._created.discard(ino)
-            self._unsynced.discard(ino)
+            self._written.pop(ino, None)
         for fd in fds:
             if fd is not None:
                 os.close(fd)
@@ -495,25 +512,6 @@ class Overlays:
                 continue
             except OSError:
                 path.unlink(missing_ok=True)  # the trash cannot grow (a full disk): free now
-
-    def sync_dirs(self) -> None:
-        """Make renames into the trash durable (before a later head.db sync says the overlays
-        are gone, so they cannot come back after a power cut)."""
-        fsync_dir(self.dir)
-        fsync_dir(self.trash)
-
-    def sync_filesystem(self) -> None:
-        """Flush every overlay's bytes in one call (syncfs) rather than one fsync a file."""
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if _LIBC is None or _LIBC.syncfs(fd) != 0:
-                self.sync_all()
-                return
-        finally:
-            os.close(fd)
-        with self._lock:
-            self._unsynced.clear()
-            self._created.clear()
 
     def purge_trash(self) -> None:
         """Free the blocks of discarded overlay files."""
@@ -551,52 +549,12 @@ class Overlays:
         with self._lock:
             fds = [self._fds.pop(ino, None), self._sums.pop(ino, None)]
             self._created.discard(ino)
+            self._written.pop(ino, None)
         for fd in fds:
             if fd is not None:
                 os.close(fd)
         self.path(ino).unlink(missing_ok=True)
         self.sum_path(ino).unlink(missing_ok=True)
-
-    def fsync(self, ino: int) -> None:
-        fd = self._fd(ino, create=False)
-        if fd is None:
-            return
-        try:
-            os.fsync(fd)
-            sfd = self._sum_fd(ino, create=False)
-            if sfd is not None:
-                os.fsync(sfd)
-            with self._lock:
-                created = ino in self._created
-                self._created.discard(ino)
-            if created:
-                fsync_dir(self.dir)
-        except OSError as exc:
-            raise _translate(exc, self.dir) from None
-
-    def sync_all(self) -> None:
-        """fsync every overlay written since the last sync (open or not), then the directory."""
-        with self._lock:
-            fds = [*self._fds.values(), *self._sums.values()]
-            unsynced, self._unsynced = self._unsynced, set()
-            self._created.clear()
-        for fd in fds:
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                if exc.errno != errno.EBADF:  # closed meanwhile by a commit's discard
-                    raise
-        for ino in unsynced:
-            _fsync_path(self.path(ino))
-            _fsync_path(self.sum_path(ino))
-        fsync_dir(self.dir)
-
-    def sync_files(self) -> None:
-        """fsync every overlay file, also those of earlier sessions (at open: a later sync of
-        the database must not make their sizes durable before their bytes)."""
-        for path in self.dir.iterdir():
-            _fsync_path(path)
-        fsync_dir(self.dir)
 
     def stored_inos(self) -> list[int]:
         out = []
@@ -629,35 +587,12 @@ def _fill(current: ReadFn, offset: int, length: int, size: int) -> bytes:
 
 
 _SUM = struct.Struct("<II")
-"""Per block: CRC-32 of its bytes now, and of its bytes before the last write."""
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syncfs.argtypes = [ctypes.c_int]
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _libc()
+"""Per block: CRC-32 of its bytes now, and of its bytes at the last completed sync."""
+_ZERO_SUM = zlib.crc32(bytes(BLOCK))
 
 
 def _block(data: bytes) -> bytes:
     return data if len(data) == BLOCK else data + bytes(BLOCK - len(data))
-
-
-def _fsync_path(path: Path) -> None:
-    """fsync a file by name; a file that is gone needs nothing."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -666,9 +601,3 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         n = os.pwrite(fd, view, offset)
         view = view[n:]
         offset += n
-
-
-def _translate(exc: OSError, where: Path) -> Exception:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return no_space(where)
-    return exc

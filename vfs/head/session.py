@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import stat
 import time
@@ -21,8 +22,11 @@ from vfs.head.commit import recover
 from vfs.head.fs import HeadFS
 from vfs.head.overlay import Overlays
 from vfs.head.state import HEAD_ROOT, HeadDB, HNode, open_head_db
+from vfs.head.unsynced import SYNCED_FROM, zero_lost_writes
 from vfs.model import Entry, Kind, Version
 from vfs.store import Store
+
+log = logging.getLogger("dsfs.head")
 
 
 def empty_base(uid: int, gid: int) -> Version:
@@ -140,23 +144,62 @@ def open_head(store: Store) -> HeadSession:
         if base is None or db.node(HEAD_ROOT) is None:
             base = store.latest() or empty_base(os.getuid(), os.getgid())
             _reset_state(db, overlays, base)
-        if db.meta("running") != 0:  # 1, or None from an older dsfs: not a clean stop
-            # a later sync of the database must not make sizes durable before their bytes
+        unclean = db.meta("running") != 0  # 1, or None from an older dsfs
+        synced_from: int | None = None
+        lost: dict[int, int] = {}
+        if unclean:
+            # a later sync of the database must not make sizes durable before their bytes;
+            # writes a power cut lost become zeros (vfs.head.unsynced), then all is synced
+            synced_from = time.time_ns()
             overlays.sync_files()
-            overlays.forget_lost_blocks()
+            lost = zero_lost_writes(overlays, db.meta(SYNCED_FROM))
             overlays.sync_files()
         overlays.remove_orphan_sums()
         db.set_meta("running", 1)
-        db.sync()
+        db.sync(synced_from=synced_from)
         overlays.purge_trash_in_background()
         session = HeadSession(store, db, overlays, HeadFS(store, db, overlays, base), fd)
+        for ino, count in sorted(lost.items()):
+            log.warning("%s: %d blocks of writes not yet synced were lost in a crash; they "
+                        "read as zeros", session.fs.path_of(ino), count)
         recover(session.fs)
         _remove_unreferenced(db, overlays)
+        if unclean:
+            _mark_written_dirty(db, overlays)
         session.follow_latest()
         return session
     except BaseException:
         os.close(fd)
         raise
+
+
+def _mark_written_dirty(db: HeadDB, overlays: Overlays) -> None:
+    """After an unclean stop: a stored file whose overlay holds bytes while head.db calls it
+    clean (the overlay reached the disk, the database's log did not) is dirty, with the names
+    above it, as a write marks it: @head serves those bytes, status and commit must see them."""
+    for ino in overlays.stored_inos():
+        n = db.node(ino)
+        if n is None or n.dirty or n.kind != Kind.FILE:
+            continue
+        try:
+            end = os.stat(overlays.path(ino)).st_size
+        except FileNotFoundError:
+            continue
+        if overlays.data_ranges(ino, 0, end, check=False):
+            _mark_dirty(db, ino)
+    overlays.close_all_but(set())
+
+
+def _mark_dirty(db: HeadDB, ino: int) -> None:
+    n = db.node(ino)
+    if n is None or n.dirty:
+        return
+    db.put_node(n.with_(dirty=True))
+    for parent, name in db.names_of(ino):
+        found = db.dirent(parent, name)
+        if found is not None and not found[1]:
+            db.mark_dirent_dirty(parent, name)
+        _mark_dirty(db, parent)
 
 
 def _remove_unreferenced(db: HeadDB, overlays: Overlays) -> None:

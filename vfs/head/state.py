@@ -22,7 +22,8 @@ visit only changed paths.
 ==========  =================================================================================
 table       columns
 ==========  =================================================================================
-meta        key TEXT, value: base (version number), next_ino, pending (commit token), plan
+meta        key TEXT, value: base (version number), next_ino, pending (commit token), plan,
+            running (1 while a session is open), synced_from_ns (start of the last sync)
 nodes       ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, base, base_size,
             base_len, xattrs (msgpack), link (base hard-link group), dirty, origin (base path),
             sum, rdev (device nodes), atime_ns (NULL: as mtime; rows of layout 2)
@@ -212,9 +213,10 @@ class HeadDB:
                 self._cache.clear()
                 raise _translate(exc, self.path) from None
 
-    def sync(self, checkpoint: bool = False) -> None:
+    def sync(self, checkpoint: bool = False, synced_from: int | None = None) -> None:
         """Make every committed change durable. Callers sync the overlay files first: data
-        before the metadata that describes it.
+        before the metadata that describes it; `synced_from` is the time that overlay sync
+        started, recorded with it (see vfs.head.unsynced).
 
         The write-ahead log is fsynced outside the connection's lock, so a sync (every 30 s,
         every fsync() in @head) never makes another thread's query wait for the disk. That is
@@ -224,6 +226,9 @@ class HeadDB:
         `checkpoint()` does it always (a clean stop)."""
         with self.txn():
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES('synced', 1)")
+            if synced_from is not None:
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES('synced_from_ns', ?)",
+                                   (synced_from,))
         try:
             self._fsync_log()
         except OSError as exc:
