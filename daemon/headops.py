@@ -17,6 +17,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -132,13 +133,13 @@ class HeadAdapter:
     async def _truncate(self, ino: int, size: int, *, mode: int | None = None,
                         uid: int | None = None, gid: int | None = None,
                         mtime_ns: int | None = None, atime_ns: int | None = None) -> Attr:
-        """A size change in three steps: the database parts here, the overlay's under the
-        file's lock (here if free, else in a worker)."""
+        """A size change: the node is stored here, then the overlay is cut and the size
+        recorded together under the file's lock (here if free, else in a worker)."""
         async with self._changing_file(ino):
             self.fs.prepare_truncate(ino)
-            await self._file_locked(ino, True, self.fs.truncate_data, ino, size)
-            return self.fs.finish_truncate(ino, size, mode=mode, uid=uid, gid=gid,
-                                           mtime_ns=mtime_ns, atime_ns=atime_ns)
+            return await self._file_locked(ino, True, partial(
+                self.fs.setattr, ino, mode=mode, uid=uid, gid=gid, size=size,
+                mtime_ns=mtime_ns, atime_ns=atime_ns))
 
     @asynccontextmanager
     async def _changing_file(self, ino: int) -> AsyncIterator[None]:
@@ -156,6 +157,8 @@ class HeadAdapter:
 
     async def _file_locked(self, ino: int, inline: bool, fn: Callable[..., T], *args: Any
                            ) -> T:
+        # `fn` may run in a worker: it may touch only the file's overlay and @head's database
+        # (which has its own lock), never HeadFS's in-memory tables of names
         """Run `fn` (which takes the file's lock itself) without the trio thread ever
         waiting for that lock: here when `inline` and the lock is free, else in a worker."""
         locks = self.fs.file_locks
@@ -306,7 +309,8 @@ class HeadAdapter:
     async def reset(self) -> Version:
         async with self.gate.exclusive():
             self.files.clear()
-            return self.session.reset()
+            # a worker: the discard waits for reads of the overlays still running
+            return await trio.to_thread.run_sync(self.session.reset)
 
     async def sync_now(self) -> None:
         """Make @head durable (overlays, then its database), as fsync would; run periodically

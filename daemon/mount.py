@@ -69,9 +69,16 @@ def _unescape(field: str) -> str:
         .replace("\\134", "\\")
 
 
+def canonical(mountpoint: Path | str) -> str:
+    """The path /proc/self/mounts shows for a mountpoint: its parent with symlinks resolved,
+    and its own name (never resolving the mountpoint itself, which may not answer)."""
+    path = os.path.abspath(mountpoint)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 def mounted_at(mountpoint: Path) -> tuple[str, str] | None:
     """(source, fstype) of the mount at this path, from /proc/self/mounts, or None."""
-    target = os.path.abspath(mountpoint)
+    target = canonical(mountpoint)
     found = None
     with open("/proc/self/mounts") as f:
         for line in f:
@@ -114,7 +121,7 @@ def runtime_dir() -> Path:
 
 
 def runtime_file(mountpoint: Path) -> Path:
-    digest = hashlib.blake2b(os.fsencode(os.path.abspath(mountpoint)), digest_size=8).hexdigest()
+    digest = hashlib.blake2b(os.fsencode(canonical(mountpoint)), digest_size=8).hexdigest()
     return runtime_dir() / f"mount-{digest}.json"
 
 
@@ -196,7 +203,7 @@ def sd_notify(message: str) -> None:
 def device_of(mountpoint: Path) -> str | None:
     """major:minor of a mount, from /proc/self/mountinfo (never stat our own mountpoint: the
     request would wait for this very daemon)."""
-    target = os.path.abspath(mountpoint)
+    target = canonical(mountpoint)
     found = None
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -236,21 +243,27 @@ async def _poll_versions(view: VersionsView, ops: Operations) -> None:
         polls += 1
         try:
             _tidy_store(view, polls)
+        except Exception:
+            log.exception("housekeeping of the store failed (retrying in %ss)", POLL_SECONDS)
+        # an error nobody foresaw (an LMDB code `translate` does not know, say) must not end
+        # the poll: the nursery would cancel everything and unmount the filesystem
+        try:
             changed = view.refresh()
         except DsfsError as exc:
             log.warning("could not re-read the version log: %s", exc)
             continue
         except Exception:
-            # an error nobody foresaw (an LMDB code `translate` does not know, say) must not
-            # end the poll: the nursery would cancel everything and unmount the filesystem
             log.exception("could not re-read the version log (retrying in %ss)", POLL_SECONDS)
             continue
-        if changed and not ops.serve_xattrs and not warned and view.has_xattrs():
-            warned = True
-            log.warning("a version with extended attributes appeared; remount (or mount with "
-                        "--xattrs on) to see them")
-        if changed:
-            after_versions_changed(ops)
+        try:
+            if changed and not ops.serve_xattrs and not warned and view.has_xattrs():
+                warned = True
+                log.warning("a version with extended attributes appeared; remount (or mount "
+                            "with --xattrs on) to see them")
+            if changed:
+                after_versions_changed(ops)
+        except Exception:
+            log.exception("could not follow the new versions (retrying in %ss)", POLL_SECONDS)
         for name in changed:
             log.info("root changed: %s", os.fsdecode(name))
             pyfuse3.invalidate_entry_async(pyfuse3.InodeT(ROOT_INO), pyfuse3.FileNameT(name),
@@ -435,18 +448,17 @@ def unmount(mountpoint: Path, timeout: float = 30.0) -> None:
     pid = daemon_pid(mp)
     hung = (f"the daemon of {mp} does not answer: `dsfs umount --force {mp}` aborts its "
             "connection (processes waiting in the mount get an error) and stops it")
-    try:
-        result = subprocess.run([fusermount(), "-u", str(mp)], capture_output=True, text=True,
-                                timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise MountError(hung) from None
-    if result.returncode != 0:
-        if "busy" in result.stderr.lower():
+    result = run_bounded([fusermount(), "-u", str(mp)], timeout)
+    if result is None:
+        raise MountError(hung)
+    status, err = result
+    if status != 0:
+        if "busy" in err.lower():
             if probe(mp) == "hung":
                 raise MountError(hung)
             raise MountError(f"{mp} is busy: close the files and shells using it "
                              f"(`fuser -vm {mp}` lists them), then retry")
-        raise MountError(f"unmounting {mp} failed: {result.stderr.strip()}")
+        raise MountError(f"unmounting {mp} failed: {err.strip()}")
     deadline = time.monotonic() + timeout
     while pid is not None and _alive(pid):
         if time.monotonic() > deadline:
@@ -460,16 +472,30 @@ def probe(mountpoint: Path, timeout: float = 3.0) -> str:
     asked from a child process: a request to a hung daemon never returns, and the child is
     killed instead of this process. Looks up a name nobody uses, which the kernel cannot
     answer from its caches."""
-    name = os.path.join(mountpoint, f".dsfs-probe-{os.getpid()}-{time.monotonic_ns()}")
+    name = os.path.join(canonical(mountpoint), f".dsfs-probe-{os.getpid()}-{time.monotonic_ns()}")
     code = ("import errno, os, sys\n"
             "try:\n os.lstat(sys.argv[1])\n"
             "except OSError as e:\n sys.exit(3 if e.errno == errno.ENOTCONN else 0)\n")
-    try:
-        result = subprocess.run([sys.executable, "-c", code, name], timeout=timeout,
-                                stdin=subprocess.DEVNULL, capture_output=True)
-    except subprocess.TimeoutExpired:
+    code_or_none = run_bounded([sys.executable, "-c", code, name], timeout)
+    if code_or_none is None:
         return "hung"
-    return "stale" if result.returncode == 3 else "ok"
+    return "stale" if code_or_none[0] == 3 else "ok"
+
+
+def run_bounded(argv: list[str], timeout: float) -> tuple[int, str] | None:
+    """(exit status, stderr) of a child, or None if it did not finish within `timeout`. A
+    child stuck in a hung mount may not even die of SIGKILL at once: it is killed and left
+    behind rather than waited for without end."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+        return None
+    return proc.returncode, err
 
 
 FUSECTL = Path("/sys/fs/fuse/connections")
@@ -514,6 +540,9 @@ def unmount_forcibly(mountpoint: Path, grace: float = 3.0) -> list[str]:
     if abort_connection(mp):
         done.append("aborted the connection")
     pid = daemon_pid(mp)
+    if pid is not None and _alive(pid) and not _serves_fuse(pid):
+        log.info("pid %d of %s's runtime file is not a dsfs daemon any more", pid, mp)
+        pid = None  # its file outlived a killed daemon, and the number was reused
     if pid is not None and _alive(pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
@@ -539,6 +568,24 @@ def unmount_forcibly(mountpoint: Path, grace: float = 3.0) -> list[str]:
         raise MountError(f"{mp} is still mounted: run `umount -l {mp}` as root")
     runtime_file(mp).unlink(missing_ok=True)
     return done
+
+
+def _serves_fuse(pid: int) -> bool:
+    """Whether a process is a dsfs daemon holding a FUSE connection (before signalling a pid
+    read from a runtime file, which can outlive its daemon)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    if not any(b"dsfs" in a or b"daemon.cli" in a for a in argv) or b"mount" not in argv:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/fuse":
+                return True
+    return False
 
 
 def _alive(pid: int) -> bool:

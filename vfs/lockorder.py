@@ -6,7 +6,7 @@ it. Never imports: daemon, trio, pyfuse3. Any thread may call it.
 
 THE ORDER (a thread holding a lock may only take locks further down this list):
 
-  1. ``FILE``      one lock per @head file (`vfs.head.fs.FileLocks`): held while the file's
+  1. ``FILE``      one lock per @head file (`vfs.head.data.FileLocks`): held while the file's
                    overlay is read, written or truncated, so a read never mixes two states.
                    Never two at once (`rename` and `commit` take none).
   2. ``HEAD_DB``   @head's database connection (`vfs.head.state.HeadDB`, re-entrant): held for

@@ -68,7 +68,11 @@ class VersionPins:
             if same:
                 break
             os.close(fd)  # gc removed the file between our open and our lock: take the new one
-        os.pwrite(fd, root.hex().encode(), 0)
+        try:
+            os.pwrite(fd, root.hex().encode(), 0)
+        except OSError:
+            os.close(fd)  # and with it the shared lock
+            raise
         self._held[number] = (fd, 1)
         return True
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from tests.treeutil import write
 from vfs import schema
+from vfs.head.check import check_head
 from vfs.head.commit import commit
 from vfs.head.fs import HeadFS
 from vfs.head.session import open_head
-from vfs.head.state import HEAD_ROOT, SCHEMA_VERSION, HeadDB
+from vfs.head.state import _SCHEMA, HEAD_ROOT, SCHEMA_VERSION, HeadDB
 from vfs.importer import import_tree
 from vfs.model import Entry, Kind
 from vfs.store import Store
@@ -163,3 +164,14 @@ def test_commit_keeps_the_base_holes_of_a_written_sparse_file(
     assert e.size == 20 * MiB
     assert store.contents.allocated(e.content, e.size) < MiB
     assert store.contents.read(e.content, e.size, 10 * MiB, 6) == b"middle"
+
+
+def test_verify_reads_a_layout_2_head_db_before_any_open_migrated_it(store: Store) -> None:
+    head = store.root / "head"
+    head.mkdir(exist_ok=True)
+    _layout2_db(head / "head.db")
+    c = sqlite3.connect(str(head / "head.db"))
+    c.executescript(_SCHEMA)  # the other tables, as layout 2 had them (nodes stays layout 2)
+    c.execute("PRAGMA user_version = 2")
+    c.close()
+    assert check_head(store) == []

@@ -1,9 +1,10 @@
 """Attributes of @head nodes: chmod, chown, utimens, size changes and extended attributes.
 
 Owns: the `HeadAttrs` part of `vfs.head.fs.HeadFS`. Never imports: daemon, trio, pyfuse3.
-Threads: the daemon's trio thread, except that a size change cuts the overlay under the file's
-lock (`HeadData.truncate_data`, possibly in a worker) between `prepare_truncate` and
-`finish_truncate`, so no database lock is ever held while waiting for a file's lock.
+Threads: the daemon's trio thread, except a size change (`setattr` with `size`), which may run
+in a worker: it cuts the overlay and records the new size together under the file's lock (a
+reader sees the old size and bytes or the new ones, never a mix), taking the database lock only
+inside it, never the other way round.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ class HeadAttrs(HeadData):
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, mtime_ns: int | None = None,
                 atime_ns: int | None = None) -> Attr:
-        """Change attributes; a size change cuts or extends the file. In the calling thread
-        (the daemon splits a size change so that its trio thread never waits for a file's
-        lock: `prepare_truncate`, `truncate_data`, then `finish_truncate`)."""
+        """Change attributes; a size change cuts or extends the file, under the file's lock
+        (the daemon calls `prepare_truncate` on its trio thread first, then this wherever the
+        file's lock can be had without the trio thread waiting for it)."""
         if size is None:
             return self._set_attrs(ino, mode, uid, gid, None, mtime_ns, atime_ns)
         self.prepare_truncate(ino)
@@ -60,12 +61,6 @@ class HeadAttrs(HeadData):
         if n.kind != Kind.FILE:
             raise Invalid("not a regular file")
         return n
-
-    def finish_truncate(self, ino: int, size: int, *, mode: int | None = None,
-                        uid: int | None = None, gid: int | None = None,
-                        mtime_ns: int | None = None, atime_ns: int | None = None) -> Attr:
-        """Record the new size once `truncate_data` has cut the overlay."""
-        return self._set_attrs(ino, mode, uid, gid, size, mtime_ns, atime_ns)
 
     def _set_attrs(self, ino: int, mode: int | None, uid: int | None, gid: int | None,
                    size: int | None, mtime_ns: int | None, atime_ns: int | None) -> Attr:

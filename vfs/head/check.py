@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from vfs.errors import CorruptData, DsfsError
 from vfs.head.overlay import Overlays
 from vfs.head.session import head_in_use
-from vfs.head.state import HEAD_ROOT, NODE_COLUMNS, WHITEOUT, check_dirent, row_to_node
+from vfs.head.state import HEAD_ROOT, WHITEOUT, check_dirent, node_columns, row_to_node
 from vfs.head.unsynced import SYNCED_FROM, changed_since
 from vfs.model import REF_LIST, ContentRef, Kind, ref_id, ref_kind
 from vfs.store import Store
@@ -80,7 +80,8 @@ def _check(store: Store, conn: sqlite3.Connection) -> list[HeadProblem]:
     unclean = running is None or running[0] != 0
     synced_from = synced[0] if synced is not None else None
     try:
-        for row in conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes"):
+        layout = conn.execute("PRAGMA user_version").fetchone()[0]
+        for row in conn.execute(f"SELECT {node_columns(layout)} FROM nodes"):
             try:
                 n = row_to_node(row)
             except CorruptData as exc:

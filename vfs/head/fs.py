@@ -90,7 +90,8 @@ def virtual_node(ino: int, entry: Entry, origin: bytes, subdirs: int = 0) -> HNo
 class HeadFS(HeadAttrs):
     """Operations on @head. Inode numbers here are head-local (the root is HEAD_ROOT)."""
 
-    def __init__(self, store: Store, db: HeadDB, overlays: Overlays, base: Version) -> None:
+    def __init__(self, store: Store, db: HeadDB, overlays: Overlays, base: Version,
+                 file_locks: FileLocks | None = None) -> None:
         self.store = store
         self.db = db
         self.overlays = overlays
@@ -99,7 +100,9 @@ class HeadFS(HeadAttrs):
         self._keys: dict[tuple[object, ...], int] = {}
         self._next = db.next_ino()
         self.open_count: dict[int, int] = {}
-        self.file_locks = FileLocks()
+        self.file_locks = file_locks or FileLocks()
+        """Shared with the HeadFS that replaces this one (reset): a read still running in the
+        old one and the discard of its overlay exclude each other."""
         self._link_paths: dict[int, list[bytes]] | None = None
         root = db.node(HEAD_ROOT)
         assert root is not None, "head state without a root (vfs.head.session creates it)"

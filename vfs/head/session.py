@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vfs.errors import DsfsError, HeadBusy, UnknownVersion, UserError
 from vfs.head.commit import recover
+from vfs.head.data import FileLocks
 from vfs.head.fs import HeadFS
 from vfs.head.overlay import Overlays
 from vfs.head.state import HEAD_ROOT, HeadDB, HNode, open_head_db
@@ -73,16 +74,18 @@ class HeadSession:
         if latest is None or not self.is_clean() or latest.number == self.fs.base.number:
             return False
         self.fs.reserve_numbers()
-        _reset_state(self.db, self.overlays, latest)
-        self.fs = HeadFS(self.store, self.db, self.overlays, latest)
+        _reset_state(self.db, self.overlays, latest, self.fs.file_locks)
+        self.fs = HeadFS(self.store, self.db, self.overlays, latest, self.fs.file_locks)
         return True
 
     def reset(self) -> Version:
-        """Discard every change: @head becomes the newest version again."""
+        """Discard every change: @head becomes the newest version again. Waits for reads of
+        overlays still running (each overlay is discarded under its file's lock), so the
+        daemon calls it in a worker thread."""
         base = self.store.latest() or empty_base(os.getuid(), os.getgid())
         self.fs.reserve_numbers()
-        _reset_state(self.db, self.overlays, base)
-        self.fs = HeadFS(self.store, self.db, self.overlays, base)
+        _reset_state(self.db, self.overlays, base, self.fs.file_locks)
+        self.fs = HeadFS(self.store, self.db, self.overlays, base, self.fs.file_locks)
         return base
 
 
@@ -92,13 +95,14 @@ def _root_node(base: Version) -> HNode:
                  0, 0, r.xattrs, 0, False, b"")
 
 
-def _reset_state(db: HeadDB, overlays: Overlays, base: Version) -> None:
+def _reset_state(db: HeadDB, overlays: Overlays, base: Version, file_locks: FileLocks) -> None:
     with db.txn():
         db.wipe(keep_meta=("schema", "next_ino"))
         db.put_node(_root_node(base))
         db.set_meta("base", base.number)
     for ino in overlays.stored_inos():
-        overlays.discard(ino)
+        with file_locks.held(ino):  # not under a read of it: its descriptors close here
+            overlays.discard(ino)
     overlays.purge_trash_in_background()
 
 
@@ -143,7 +147,7 @@ def open_head(store: Store) -> HeadSession:
                                     "read; run `dsfs reset --yes` to start over") from None
         if base is None or db.node(HEAD_ROOT) is None:
             base = store.latest() or empty_base(os.getuid(), os.getgid())
-            _reset_state(db, overlays, base)
+            _reset_state(db, overlays, base, FileLocks())  # at open: nothing reads yet
         unclean = db.meta("running") != 0  # 1, or None from an older dsfs
         synced_from: int | None = None
         lost: dict[int, int] = {}

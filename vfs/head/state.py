@@ -117,6 +117,14 @@ NODE_COLUMNS = ("ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, bas
             "base_len, xattrs, link, dirty, origin, sum, rdev, atime_ns")
 
 
+def node_columns(layout: int) -> str:
+    """The SELECT list of a node row for a database of `layout` (read-only readers such as
+    verify see a layout-2 database before any open migrated it: rdev 0, no atime)."""
+    if layout == 2:
+        return NODE_COLUMNS.replace("rdev, atime_ns", "0 AS rdev, NULL AS atime_ns")
+    return NODE_COLUMNS
+
+
 def _row_sum(fields: tuple[Any, ...]) -> int:
     """Checksum of a row (all but its dirty mark): a flipped bit in head.db is caught on read,
     never served (SQLite has no checksums of its own)."""
