@@ -53,21 +53,7 @@ class Kind(IntEnum):
 
     @classmethod
     def from_mode(cls, mode: int) -> Kind | None:
-        if stat.S_ISREG(mode):
-            return cls.FILE
-        if stat.S_ISDIR(mode):
-            return cls.DIR
-        if stat.S_ISLNK(mode):
-            return cls.SYMLINK
-        if stat.S_ISFIFO(mode):
-            return cls.FIFO
-        if stat.S_ISCHR(mode):
-            return cls.CHR
-        if stat.S_ISBLK(mode):
-            return cls.BLK
-        if stat.S_ISSOCK(mode):
-            return cls.SOCK
-        return None
+        return _KIND_OF_FORMAT.get(stat.S_IFMT(mode))
 
     @property
     def special(self) -> bool:
@@ -78,6 +64,11 @@ class Kind(IntEnum):
     def letter(self) -> str:
         return {Kind.FILE: "-", Kind.DIR: "d", Kind.SYMLINK: "l", Kind.FIFO: "p", Kind.CHR: "c",
                 Kind.BLK: "b", Kind.SOCK: "s"}[self]
+
+
+_KIND_OF_FORMAT = {stat.S_IFREG: Kind.FILE, stat.S_IFDIR: Kind.DIR, stat.S_IFLNK: Kind.SYMLINK,
+                   stat.S_IFIFO: Kind.FIFO, stat.S_IFCHR: Kind.CHR, stat.S_IFBLK: Kind.BLK,
+                   stat.S_IFSOCK: Kind.SOCK}
 
 
 Xattrs = tuple[tuple[bytes, bytes], ...]

@@ -303,23 +303,29 @@ def test_second_gc_refused_while_one_runs(built: Built) -> None:
         assert [v.number for v in store.versions()] == [2]
 
 
-def test_dead_data_in_a_pack_that_stays_is_not_deduplicated_against(tmp_path: Path) -> None:
-    """A pack mostly live is kept as is; its dead objects are forgotten, not reused later."""
-    rng = random.Random(SEED + 1)
+def _big_then_small_dropped(store: Store, tmp_path: Path, seed: int
+                            ) -> tuple[bytes, bytes, list[bytes], Path]:
+    """v1 = big.bin + small.bin (one data pack), v2 = big.bin alone, v1 dropped: the pack is
+    mostly live and holds small.bin's dead chunks. Returns (big, small, small's chunks, pack)."""
+    rng = random.Random(seed)
     big = rng.randbytes(3_000_000)
     small = rng.randbytes(120_000)
     src = tmp_path / "src"
     _write_tree(src, {"big.bin": big, "small.bin": small})
-    store_path = tmp_path / "store"
-    with Store.create(store_path) as store:
-        import_tree(store, src, "both")
-        small_cids = _chunk_ids(store, store.lookup(store.version(1), b"small.bin"))
-        found = store.reader.locate(small_cids[0])
-        assert found is not None
-        data_pack = pack_path(store.packs_dir, found.pack)
-        (src / "small.bin").unlink()
-        import_tree(store, src, "big only")
-        store.drop("1")
+    import_tree(store, src, "both")
+    small_cids = _chunk_ids(store, store.lookup(store.version(1), b"small.bin"))
+    found = store.reader.locate(small_cids[0])
+    assert found is not None
+    (src / "small.bin").unlink()
+    import_tree(store, src, "big only")
+    store.drop("1")
+    return big, small, small_cids, pack_path(store.packs_dir, found.pack)
+
+
+def test_dead_data_in_a_pack_that_stays_is_not_deduplicated_against(tmp_path: Path) -> None:
+    """A pack mostly live is kept as is; its dead objects are forgotten, not reused later."""
+    with Store.create(tmp_path / "store") as store:
+        big, small, small_cids, data_pack = _big_then_small_dropped(store, tmp_path, SEED + 1)
         data_before = data_pack.read_bytes()
         report = collect_garbage(store)
         assert report.dead_objects > 0
@@ -511,21 +517,8 @@ def test_gc_stops_when_a_tree_is_unreadable(built: Built) -> None:
 
 
 def test_gc_says_what_dropped_data_it_leaves_and_compact_rewrites_it(tmp_path: Path) -> None:
-    rng = random.Random(SEED + 2)
-    big = rng.randbytes(3_000_000)
-    small = rng.randbytes(120_000)
-    src = tmp_path / "src"
-    _write_tree(src, {"big.bin": big, "small.bin": small})
-    store_path = tmp_path / "store"
-    with Store.create(store_path) as store:
-        import_tree(store, src, "both")
-        found = store.reader.locate(_chunk_ids(store, store.lookup(store.version(1),
-                                                                   b"small.bin"))[0])
-        assert found is not None
-        data_pack = pack_path(store.packs_dir, found.pack)
-        (src / "small.bin").unlink()
-        import_tree(store, src, "big only")
-        store.drop("1")
+    with Store.create(tmp_path / "store") as store:
+        big, _, _, data_pack = _big_then_small_dropped(store, tmp_path, SEED + 2)
         report = collect_garbage(store)
         assert report.packs_kept_with_dead == 1
         assert 100_000 < report.dead_bytes_kept < 130_000, report
