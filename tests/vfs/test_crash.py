@@ -24,8 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.treeutil import write
+from tests.vfs.test_head import path_ino, read_all, write_at
+from tests.vfs.test_overlay_crash import crash
 from vfs.exporter import export_version
 from vfs.gc import collect_garbage
+from vfs.head.session import open_head
 from vfs.importer import import_tree
 from vfs.store import Store
 from vfs.verify import verify_store
@@ -573,3 +577,26 @@ def test_kill_during_gc_loses_nothing(tmp_path: Path) -> None:
         assert _packs_bytes(store_path) < size_before // 2
         shutil.rmtree(store_path)
     assert killed, "no kill landed while gc was running, so nothing was tested"
+
+
+def test_a_truncate_cut_short_by_a_crash_happens_entirely(store: Store, tmp_path: Path) -> None:
+    """A truncate records the new size, then cuts the overlay. Killed between the two, the
+    file must read as truncated, and extending it again must show zeros, not the old bytes
+    (the old order - cut first, size after - left the old size over cut bytes: neither
+    state, as the kill -9 torture found)."""
+    write(tmp_path / "src" / "f.bin", b"base\n")
+    import_tree(store, tmp_path / "src", message="v1")
+    session = open_head(store)
+    fs = session.fs
+    write_at(fs, "f.bin", 0, b"W" * 20_000)
+    fs.sync_all()
+    ino = path_ino(fs, "f.bin")
+    # the state a kill -9 leaves between the two steps: the size recorded, the bytes not cut
+    node = fs.db.node(ino)
+    assert node is not None
+    fs.db.put_node(node.with_(size=5_000, base_len=min(node.base_len, 5_000)))
+    crash(session)
+    with open_head(store) as session:
+        assert read_all(session.fs, "f.bin") == b"W" * 5_000
+        session.fs.setattr(path_ino(session.fs, "f.bin"), size=20_000)
+        assert read_all(session.fs, "f.bin") == b"W" * 5_000 + bytes(15_000)

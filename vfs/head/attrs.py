@@ -48,10 +48,21 @@ class HeadAttrs(HeadData):
         file's lock can be had without the trio thread waiting for it)."""
         if size is None:
             return self._set_attrs(ino, mode, uid, gid, None, mtime_ns, atime_ns)
-        self.prepare_truncate(ino)
+        before = self.prepare_truncate(ino)
         with self.file_locks.held(ino):  # FILE before HEAD_DB, never the other way
-            self.truncate_data(ino, size)
-            return self._set_attrs(ino, mode, uid, gid, size, mtime_ns, atime_ns)
+            # the size first, then the bytes: a kill -9 between the two leaves the new size
+            # over bytes the next open cuts (`vfs.head.session`), so a truncate happens
+            # entirely or not at all; the other order left the old size over cut bytes
+            attr = self._set_attrs(ino, mode, uid, gid, size, mtime_ns, atime_ns)
+            try:
+                self.truncate_data(ino, size)
+            except BaseException:
+                # the cut failed (a full disk): the old size again, over the bytes still there
+                current = self.db.node(ino)
+                if current is not None:
+                    self.db.put_node(current.with_(size=before.size, base_len=before.base_len))
+                raise
+            return attr
 
     def prepare_truncate(self, ino: int) -> HNode:
         """Store the node a size change is about to cut (IsADir / Invalid if it is no file)."""

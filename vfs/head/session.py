@@ -169,12 +169,32 @@ def open_head(store: Store) -> HeadSession:
         recover(session.fs)
         _remove_unreferenced(db, overlays)
         if unclean:
+            _cut_overlays_past_their_size(db, overlays)
             _mark_written_dirty(db, overlays)
         session.follow_latest()
         return session
     except BaseException:
         os.close(fd)
         raise
+
+
+def _cut_overlays_past_their_size(db: HeadDB, overlays: Overlays) -> None:
+    """After an unclean stop: a truncate records the new size before it cuts the overlay, so
+    a crash between the two leaves bytes past the file's end; cut them now, before a later
+    extension could show them."""
+    for ino in overlays.stored_inos():
+        n = db.node(ino)
+        if n is None or n.kind != Kind.FILE:
+            continue
+        try:
+            end = os.stat(overlays.path(ino)).st_size
+        except FileNotFoundError:
+            continue
+        if end > n.size:
+            log.info("@head inode %d: cutting overlay bytes past its size %d (a truncate cut "
+                     "short by a crash)", ino, n.size)
+            overlays.truncate(ino, n.size)
+    overlays.close_all_but(set())
 
 
 def _mark_written_dirty(db: HeadDB, overlays: Overlays) -> None:
