@@ -348,13 +348,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from daemon import mount
+    from daemon import unmount
 
     if args.force:
-        done = mount.unmount_forcibly(Path(args.mountpoint))
+        done = unmount.unmount_forcibly(Path(args.mountpoint))
         note(args, f"unmounted {args.mountpoint} ({', '.join(done) or 'nothing to stop'})")
         return 0
-    mount.unmount(Path(args.mountpoint), timeout=args.timeout)
+    unmount.unmount(Path(args.mountpoint), timeout=args.timeout)
     note(args, f"unmounted {args.mountpoint}")
     return 0
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.mount import abort_connection, ensure_fusectl
+from daemon.unmount import abort_connection, ensure_fusectl
 from tests.mount.stress_worker import FILES
 from tests.mountutil import Daemon, dsfs_argv, mounted
 
