@@ -106,9 +106,15 @@ async def sync_head_periodically(ops: Operations) -> None:
 
 
 async def serve_head_control(store: Store, view: VersionsView, ops: Operations,
-                             runtime: Path) -> None:
+                             runtime: Path,
+                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                             ) -> None:
+    """Serve commit/status/reset for the CLI. Started with `nursery.start`: the mount reports
+    ready only once the socket is served and its note written, so a `dsfs commit` right after
+    `dsfs mount` returns finds the daemon (it raced it before)."""
     head = ops.head
     if head is None:
+        task_status.started()
         return
     path = socket_path(runtime, store.root)
 
@@ -138,6 +144,7 @@ async def serve_head_control(store: Store, view: VersionsView, ops: Operations,
             path, handle, allowed_uids=frozenset({os.getuid(), owner}),
             task_status=task_status))
         atomic_write(note, json.dumps({"socket": str(path), "pid": os.getpid()}).encode())
+        task_status.started()
         try:
             await trio.sleep_forever()
         finally:

@@ -369,7 +369,7 @@ async def _main(store: Store, ops: Operations, view: VersionsView, mountpoint: P
         await signals_ready.wait()
         nursery.start_soon(_poll_versions, view, ops)
         nursery.start_soon(raise_read_ahead, mountpoint)
-        nursery.start_soon(serve_head_control, store, view, ops, runtime_dir())
+        await nursery.start(serve_head_control, store, view, ops, runtime_dir())
         nursery.start_soon(sync_head_periodically, ops)
         log.info("serving %d versions", len(view.versions))
         sd_notify("READY=1\nSTATUS=serving")
