@@ -162,3 +162,26 @@ def test_overlay_bytes_whose_dirty_mark_was_lost_show_in_status(store: Store,
         assert read_all(fs, "f.bin")[:6] == b"second"
         assert status_of(fs) == {("modified", "f.bin")}
         assert fs.overlays.exists(ino)
+
+
+def test_sums_left_by_a_discard_cut_between_its_two_renames_are_not_damage(
+        store: Store, base: bytes) -> None:
+    """A commit discards a committed file's overlay by renaming the data file, then its sums,
+    into the trash. A kill -9 between the two leaves the sums alone beside a clean file whose
+    base already holds those bytes: verify (before any open) must not call that damage, and the
+    next open removes them (found by the kill -9 torture, commit-daemon)."""
+    session = open_head(store)
+    fs = session.fs
+    write_at(fs, "f.bin", 0, b"C" * 3 * BLOCK)
+    ino = path_ino(fs, "f.bin")
+    sums = fs.overlays.sum_path(ino).read_bytes()
+    commit(fs, "c")
+    crash(session)
+    fs.overlays.sum_path(ino).write_bytes(sums)  # the second rename never happened
+    age(fs.overlays.sum_path(ino))  # written long before the commit's sync
+    assert not fs.overlays.path(ino).exists()
+    report = verify_store(store, read_data=True)
+    assert report.ok, report.head_problems
+    with open_head(store) as session:
+        assert read_all(session.fs, "f.bin") == b"C" * 3 * BLOCK + base[3 * BLOCK:]
+        assert not session.fs.overlays.sum_path(ino).exists()

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from vfs.errors import CorruptData, DsfsError
 from vfs.head.overlay import Overlays
 from vfs.head.session import head_in_use
-from vfs.head.state import HEAD_ROOT, WHITEOUT, check_dirent, node_columns, row_to_node
+from vfs.head.state import (
+    HEAD_ROOT,
+    WHITEOUT,
+    HNode,
+    check_dirent,
+    node_columns,
+    row_to_node,
+)
 from vfs.head.unsynced import SYNCED_FROM, changed_since
 from vfs.model import REF_LIST, ContentRef, Kind, ref_id, ref_kind
 from vfs.store import Store
@@ -89,7 +96,7 @@ def _check(store: Store, conn: sqlite3.Connection) -> list[HeadProblem]:
                 continue
             where = path_of(n.ino)
             if n.kind == Kind.FILE:
-                damaged = _damaged(overlays, n.ino, n.size, live, unclean and changed_since(
+                damaged = _damaged(overlays, n, live, unclean and changed_since(
                     overlays, n.ino, synced_from))
                 for offset in damaged:
                     problems.append(HeadProblem(where, f"written block at offset {offset} "
@@ -102,11 +109,16 @@ def _check(store: Store, conn: sqlite3.Connection) -> list[HeadProblem]:
     return problems
 
 
-def _damaged(overlays: Overlays, ino: int, size: int, live: bool, lost_ok: bool) -> list[int]:
+def _damaged(overlays: Overlays, n: HNode, live: bool, lost_ok: bool) -> list[int]:
     """Offsets of damaged blocks of a file. Beside a mount, a write may be between its sums
     and its bytes: only blocks found damaged twice, a moment apart, are. After a crash, in an
-    overlay changed since the last completed sync, mismatches are lost unsynced writes."""
+    overlay changed since the last completed sync, mismatches are lost unsynced writes. Sums
+    of a clean file whose overlay is gone are what a commit's discard cut between its two
+    renames leaves (the file's base already holds those bytes; the next open removes them)."""
+    ino, size = n.ino, n.size
     if not live and lost_ok:
+        return []
+    if not n.dirty and not overlays.path(ino).exists():
         return []
     damaged = overlays.damaged_blocks(ino, size)
     if live and damaged:
