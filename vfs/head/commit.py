@@ -375,18 +375,42 @@ def apply_plan(fs: HeadFS, version: Version) -> None:
         db.clear_plan()
         db.set_meta("base", version.number)
         db.set_meta("pending", None)
+        # the overlays to discard, recorded with the clean marks: after a crash before the
+        # discards finish, the next open finishes them instead of taking those (committed)
+        # bytes for writes whose dirty marks were lost (vfs.head.session)
+        db.set_meta(DISCARD, schema.enc_msg(cleared) if cleared else None)
     try:
-        for ino in cleared:
-            with fs.file_locks.held(ino):
-                fs.overlays.discard(ino)
-        fs.overlays.sync_dirs()
+        _discard(fs, cleared)
     finally:
         fs.rebase(version)  # head.db says so already: serve it, even if a discard failed
     fs.overlays.purge_trash_in_background()
 
 
+DISCARD = "discard"
+"""head.db meta: overlays a commit made part of its version, not yet discarded."""
+
+
+def _discard(fs: HeadFS, inos: list[int]) -> None:
+    for ino in inos:
+        with fs.file_locks.held(ino):
+            fs.overlays.discard(ino)
+    fs.overlays.sync_dirs()
+    fs.db.set_meta(DISCARD, None)
+
+
+def finish_discards(fs: HeadFS) -> int:
+    """At open: discard what a commit cut short by a crash left (see apply_plan)."""
+    raw = fs.db.meta(DISCARD)
+    if raw is None:
+        return 0
+    inos = [int(i) for i in schema.dec_msg(bytes(raw))]
+    _discard(fs, inos)
+    return len(inos)
+
+
 def recover(fs: HeadFS) -> Version | None:
     """Finish or drop a commit interrupted by a crash. Returns the version it finished."""
+    finish_discards(fs)
     token = fs.db.meta("pending")
     if token is None:
         return None

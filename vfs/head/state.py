@@ -23,7 +23,8 @@ visit only changed paths.
 table       columns
 ==========  =================================================================================
 meta        key TEXT, value: base (version number), next_ino, pending (commit token), plan,
-            running (1 while a session is open), synced_from_ns (start of the last sync)
+            running (1 while a session is open), synced_from_ns (start of the last sync),
+            discard (msgpack list of overlays a commit has yet to discard)
 nodes       ino, kind, mode, uid, gid, mtime_ns, ctime_ns, size, nlink, base, base_size,
             base_len, xattrs (msgpack), link (base hard-link group), dirty, origin (base path),
             sum, rdev (device nodes), atime_ns (NULL: as mtime; rows of layout 2)
