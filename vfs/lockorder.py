@@ -10,8 +10,10 @@ THE ORDER (a thread holding a lock may only take locks further down this list):
                    overlay is read, written or truncated, so a read never mixes two states.
                    Never two at once (`rename` and `commit` take none).
   2. ``HEAD_DB``   @head's database connection (`vfs.head.state.HeadDB`, re-entrant): held for
-                   each query and for a whole transaction. Never held across an fsync (the
-                   write-ahead log is synced after it is released) nor across overlay I/O.
+                   each query and for a whole transaction. Not held across an fsync (the
+                   write-ahead log is synced after it is released; the exception is folding a
+                   log grown past 16 MiB into the database) nor across overlay reads and writes
+                   (removing a deleted file's overlay happens inside a transaction).
   3. ``OVERLAY_SYNC`` held through a whole sync of the overlay files (`vfs.head.overlaysync`),
                    so syncs complete in the order they start; only worker threads take it.
   4. ``OVERLAYS``  the descriptor tables of `vfs.head.overlay.Overlays`.
