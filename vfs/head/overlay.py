@@ -371,24 +371,14 @@ class Overlays(OverlaySyncs):
 
     def unsynced_blocks(self, ino: int) -> list[int]:
         """Offsets of blocks that match neither of their sums, or are holes whose sums say
-        written, anywhere in a node's overlay (see vfs.head.unsynced for what they mean)."""
+        written, anywhere in a node's overlay (see vfs.head.unsynced for what they mean): the
+        damaged blocks of the whole overlay, whatever size head.db records."""
         fd = self._fd(ino, create=False)
         if fd is None:
             return []
         sfd = self._sum_fd(ino, create=False)
         sum_end = os.fstat(sfd).st_size // _SUM.size * BLOCK if sfd is not None else 0
-        end = max(os.fstat(fd).st_size, sum_end)
-        if end == 0:
-            return []
-        ranges = self._ranges(fd, 0, end)
-        bad = self.lost_blocks(ino, 0, end, ranges)
-        for a, b in ranges:
-            for pos in range(a - a % BLOCK, b, BLOCK):
-                try:
-                    self.read_checked(ino, pos, min(BLOCK, b - pos))
-                except CorruptData:
-                    bad.append(pos)
-        return sorted(bad)
+        return sorted(self.damaged_blocks(ino, max(os.fstat(fd).st_size, sum_end)))
 
     def zero_blocks(self, ino: int, offsets: list[int]) -> None:
         """Make these blocks hold zeros that match their sums (both fields)."""

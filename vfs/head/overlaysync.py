@@ -67,14 +67,14 @@ class OverlaySyncs:
             return self.sync_all()
         return started
 
-    def _syncfs(self, snapshot: tuple[dict[int, bytearray], set[int]]) -> bool:
+    def _syncfs(self, snapshot: Snapshot) -> bool:
         """Commit the journal, then syncfs; whether syncfs failed (then nothing is covered)."""
         try:
             fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.utime(fd)  # a change of the directory: its fsync commits the journal
                 os.fsync(fd)
-                failed = bool(_LIBC is None or _LIBC.syncfs(fd) != 0)
+                failed = _LIBC is None or _LIBC.syncfs(fd) != 0
             finally:
                 os.close(fd)
         except BaseException:
@@ -84,7 +84,7 @@ class OverlaySyncs:
             self._put_back(snapshot)
         return failed
 
-    def _take_written(self) -> tuple[int, tuple[dict[int, bytearray], set[int]]]:
+    def _take_written(self) -> tuple[int, Snapshot]:
         """The start of a sync and what it covers: the record of writes so far, taken out
         before the first fsync (a write after that starts a new record)."""
         started = time.time_ns()
@@ -93,7 +93,7 @@ class OverlaySyncs:
             self._written, self._created = {}, set()
         return started, snapshot
 
-    def _put_back(self, snapshot: tuple[dict[int, bytearray], set[int]]) -> None:
+    def _put_back(self, snapshot: Snapshot) -> None:
         """A sync failed: what it was to cover is still unsynced."""
         written, created = snapshot
         with self._lock:
@@ -153,7 +153,6 @@ class OverlaySyncs:
         for path in paths:
             _fsync_path(path)
         fsync_dir(self.dir)
-
 
 
 def mark_blocks(marks: bytearray, first: int, last: int) -> bytes:

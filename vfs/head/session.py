@@ -169,8 +169,7 @@ def open_head(store: Store) -> HeadSession:
         recover(session.fs)
         _remove_unreferenced(db, overlays)
         if unclean:
-            _cut_overlays_past_their_size(db, overlays)
-            _mark_written_dirty(db, overlays)
+            _settle_overlays(db, overlays)
         session.follow_latest()
         return session
     except BaseException:
@@ -178,10 +177,13 @@ def open_head(store: Store) -> HeadSession:
         raise
 
 
-def _cut_overlays_past_their_size(db: HeadDB, overlays: Overlays) -> None:
-    """After an unclean stop: a truncate records the new size before it cuts the overlay, so
-    a crash between the two leaves bytes past the file's end; cut them now, before a later
-    extension could show them."""
+def _settle_overlays(db: HeadDB, overlays: Overlays) -> None:
+    """After an unclean stop, each stored file's overlay against its row in head.db:
+    - bytes past the file's size are cut: a truncate records the new size before it cuts the
+      overlay, and a crash between the two must not let a later extension show them;
+    - a file whose overlay holds bytes while head.db calls it clean (the overlay reached the
+      disk, the database's log did not) is marked dirty with the names above it, as a write
+      marks it: @head serves those bytes, status and commit must see them."""
     for ino in overlays.stored_inos():
         n = db.node(ino)
         if n is None or n.kind != Kind.FILE:
@@ -194,22 +196,7 @@ def _cut_overlays_past_their_size(db: HeadDB, overlays: Overlays) -> None:
             log.info("@head inode %d: cutting overlay bytes past its size %d (a truncate cut "
                      "short by a crash)", ino, n.size)
             overlays.truncate(ino, n.size)
-    overlays.close_all_but(set())
-
-
-def _mark_written_dirty(db: HeadDB, overlays: Overlays) -> None:
-    """After an unclean stop: a stored file whose overlay holds bytes while head.db calls it
-    clean (the overlay reached the disk, the database's log did not) is dirty, with the names
-    above it, as a write marks it: @head serves those bytes, status and commit must see them."""
-    for ino in overlays.stored_inos():
-        n = db.node(ino)
-        if n is None or n.dirty or n.kind != Kind.FILE:
-            continue
-        try:
-            end = os.stat(overlays.path(ino)).st_size
-        except FileNotFoundError:
-            continue
-        if overlays.data_ranges(ino, 0, end, check=False):
+        if not n.dirty and overlays.data_ranges(ino, 0, min(end, n.size), check=False):
             _mark_dirty(db, ino)
     overlays.close_all_but(set())
 
