@@ -146,28 +146,30 @@ def check_fuse_access() -> None:
 def preflight(opts: MountOptions) -> None:
     mp = opts.mountpoint
     # ask /proc first: a stat of a mountpoint whose daemon hangs would hang too
-    from daemon.unmount import probe  # (daemon.unmount imports this module)
+    current = mounted_at(mp)
+    if current is not None and current[1].endswith("dsfs"):
+        from daemon.unmount import probe  # (daemon.unmount imports this module)
 
-    state = probe(mp) if mounted_at(mp) is not None else "ok"
-    if state == "hung":
-        raise MountError(f"{mp} is mounted by a daemon that does not answer: "
-                         f"`dsfs umount --force {mp}` first")
-    if state == "stale":
-        log.warning("clearing stale mount at %s (its daemon died)", mp)
-        lazy_unmount(mp)
-        if is_stale(mp):
-            raise MountError(f"{mp} is a stale mount that could not be cleared: run "
-                             f"`fusermount3 -u -z {mp}`")
+        state = probe(mp)
+        if state == "hung":
+            raise MountError(f"{mp} is mounted by a daemon that does not answer: "
+                             f"`dsfs umount --force {mp}` first")
+        if state == "stale":
+            log.warning("clearing stale mount at %s (its daemon died)", mp)
+            lazy_unmount(mp)
+            if is_stale(mp):
+                raise MountError(f"{mp} is a stale mount that could not be cleared: run "
+                                 f"`fusermount3 -u -z {mp}`")
+            current = None
+    if current is not None:
+        what = "dsfs" if current[1].endswith("dsfs") else current[1]
+        raise MountError(f"{mp} is already mounted ({what} from {current[0]}): "
+                         f"`dsfs umount {mp}` first")
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse is missing: install fuse3 (apt-get install fuse3) and "
                          "load the fuse module (modprobe fuse)")
     fusermount()
     check_fuse_access()
-    current = mounted_at(mp)
-    if current is not None:
-        what = "dsfs" if current[1].endswith("dsfs") else current[1]
-        raise MountError(f"{mp} is already mounted ({what} from {current[0]}): "
-                         f"`dsfs umount {mp}` first")
     if not mp.exists():
         raise MountError(f"mountpoint {mp} does not exist: create it with `mkdir -p {mp}`")
     if not mp.is_dir():

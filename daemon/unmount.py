@@ -40,9 +40,6 @@ def unmount(mountpoint: Path, timeout: float = 30.0) -> None:
         raise MountError(f"{mp} is not mounted")
     if not current[1].endswith("dsfs"):
         raise MountError(f"{mp} is a {current[1]} mount, not dsfs")
-    if probe(mp) == "stale":
-        lazy_unmount(mp)
-        return
     pid = daemon_pid(mp)
     hung = (f"the daemon of {mp} does not answer: `dsfs umount --force {mp}` aborts its "
             "connection (processes waiting in the mount get an error) and stops it")
@@ -50,10 +47,14 @@ def unmount(mountpoint: Path, timeout: float = 30.0) -> None:
     if result is None:
         raise MountError(hung)
     status, err = result
-    if status != 0:
+    if status != 0:  # only then ask the daemon (a child process each time)
+        state = probe(mp)
+        if state == "stale":
+            lazy_unmount(mp)
+            return
+        if state == "hung":
+            raise MountError(hung)
         if "busy" in err.lower():
-            if probe(mp) == "hung":
-                raise MountError(hung)
             raise MountError(f"{mp} is busy: close the files and shells using it "
                              f"(`fuser -vm {mp}` lists them), then retry")
         raise MountError(f"unmounting {mp} failed: {err.strip()}")

@@ -76,8 +76,8 @@ class _PackInfo:
 def _live_set(store: Store, progress: Progress, report: GcReport) -> set[bytes]:
     versions = store.versions()
     # after listing versions (vfs.locks): a pin taken later is refused by its mount
-    pinned = {n: root for n, root in pinned_roots(store.root).items()
-              if n not in {v.number for v in versions}}
+    numbers = {v.number for v in versions}
+    pinned = {n: root for n, root in pinned_roots(store.root).items() if n not in numbers}
     progress.start("gc: marking", None, "pages")
     try:
         found = walk_versions(store, [v.root for v in versions], on_page=progress.advance)

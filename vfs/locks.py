@@ -90,14 +90,6 @@ class VersionPins:
                 del self._held[number]
                 os.close(fd)
 
-    def open_files(self, number: int) -> int:
-        held = self._held.get(number)
-        return 0 if held is None else held[1]
-
-    def close(self) -> None:
-        for fd, _ in self._held.values():
-            os.close(fd)
-        self._held.clear()
 
 
 def pinned_roots(store_root: Path) -> dict[int, bytes]:

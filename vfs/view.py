@@ -352,15 +352,13 @@ class VersionsView:
 
     def read_cached(self, fh: FileHandle, offset: int, size: int) -> bytes | None:
         """The bytes if every chunk they need is in the cache, else None (then read_blocking)."""
-        e = fh.node.entry
-        with self.dropped_is_stale(fh.node.version):
-            return self.store.contents.read_cached(e.content, e.size, offset, size)
+        e = fh.node.entry  # an open file pins its version: gc keeps its data
+        return self.store.contents.read_cached(e.content, e.size, offset, size)
 
     def read_blocking(self, fh: FileHandle, offset: int, size: int) -> bytes:
         """Read through the store (may block on disk and decompression: worker thread)."""
-        e = fh.node.entry
-        with self.dropped_is_stale(fh.node.version):
-            return self.store.contents.read(e.content, e.size, offset, size)
+        e = fh.node.entry  # an open file pins its version: gc keeps its data
+        return self.store.contents.read(e.content, e.size, offset, size)
 
     def _chunks_for(self, fh: FileHandle, offset: int, size: int) -> list[ChunkId]:
         e = fh.node.entry

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import lmdb
@@ -46,4 +45,3 @@ async def test_an_unknown_lmdb_error_in_the_poll_is_logged_and_retried(
     assert view.calls > 3  # the poll went on after the error
     assert "could not re-read the version log" in caplog.text
     assert "MDB_BAD_TXN" in caplog.text
-    assert os.path.exists(store.root)

@@ -36,11 +36,14 @@ def _reader_killed(index_dir: Path) -> int:
     """Start a process that holds a read transaction, kill it -9; its pid."""
     proc = subprocess.Popen([sys.executable, "-c", READER, str(index_dir)], cwd=REPO,
                             stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "reading"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=20)
-    proc.stdout.close()
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "reading"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+        if proc.stdout is not None:
+            proc.stdout.close()
     return proc.pid
 
 
