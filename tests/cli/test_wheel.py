@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from daemon.mount import mounted_at
+from tests.mountutil import force_unmount
 from tests.treeutil import write
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -98,8 +99,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_every_command(tmp_path: Path) 
         if mounted_at(mnt) is not None:
             subprocess.run([dsfs, "--store", store, "umount", mnt], cwd=work, env=env,
                            capture_output=True, timeout=60)
-        if mounted_at(mnt) is not None:
-            subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True)
+        force_unmount(mnt)
     assert mounted_at(mnt) is None
     assert run([dsfs, "--store", store, "ls", "v2"], work, env).stdout.split() == [
         "labels.csv", "new.txt", "train/"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from daemon.mount import mounted_at
+from tests.mountutil import force_unmount
 from tests.treeutil import write
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -76,11 +77,12 @@ def traversable(paths: list[Path]) -> Iterator[None]:
 @pytest.fixture
 def user() -> Iterator[User]:
     name = f"dsfst{os.getpid() % 100_000}"
-    subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/bin/sh", name],
-                   check=True, capture_output=True)
     home = Path(tempfile.mkdtemp(prefix="dsfs-nonroot-", dir="/tmp"))
     python = [Path(sys.executable).resolve(), Path(sys.base_prefix), Path(sys.prefix)]
+    subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/bin/sh", name],
+                   check=True, capture_output=True)
     with contextlib.ExitStack() as stack:
+        stack.callback(_remove_user, name)  # also if making the paths traversable fails
         stack.enter_context(traversable(python))
         yield from _user(name, home)
 
@@ -107,9 +109,9 @@ def _user(name: str, home: Path) -> Iterator[User]:
         yield u
     finally:
         for mp in home.glob("mnt*"):
-            if mounted_at(mp) is not None:
-                subprocess.run(["fusermount3", "-u", "-z", str(mp)], capture_output=True)
-        _remove_user(name)
+            force_unmount(mp)
+        if entry is not None:  # a daemon of the user left by a failed test: userdel needs it gone
+            subprocess.run(["pkill", "-KILL", "-u", str(entry.pw_uid)], capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
         if entry is not None:
             shutil.rmtree(f"/tmp/dsfs-{entry.pw_uid}", ignore_errors=True)
@@ -160,8 +162,7 @@ def test_a_user_mounts_reads_writes_commits_and_unmounts(user: User, fuse_mode: 
     finally:
         if mounted_at(mnt) is not None:
             user.dsfs("umount", mnt, check=False)
-        if mounted_at(mnt) is not None:
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        force_unmount(mnt)
     assert os.stat(user.home / "store").st_uid == user.uid
 
 
