@@ -1,8 +1,8 @@
-"""The FUSE side of @head: pyfuse3 arguments in, `vfs.head.fs` calls out.
+"""The FUSE side of @head: request arguments in, `vfs.head.fs` calls out.
 
 Owns: the gate that pauses @head's mutations while a commit or reset runs (reads go on), head
-file handles, and running @head reads in worker threads. Every handler is wrapped by
-`daemon.ops.guarded` through `daemon.ops.Operations`, which routes inodes of @head here.
+file handles, and running @head reads in worker threads. @head's connection
+(`daemon.headfuse`, whose handlers are all `daemon.guard.guarded`) calls it.
 Runs in the trio thread.
 
 Locks (the whole order is in `vfs.lockorder`): the gate, then a file's trio lock (writes and
@@ -20,9 +20,15 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
-import pyfuse3
 import trio
 
+from daemon.fuse import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    EntryAttributes,
+    RequestContext,
+    SetattrFields,
+)
 from vfs.head.commit import CommitResult, commit
 from vfs.head.fs import HeadFileHandle, HeadFS
 from vfs.head.session import HeadSession
@@ -85,6 +91,7 @@ class HeadAdapter:
         """--sync-on-close: close() returns once the file's writes are on disk."""
         """True with the kernel's writeback cache: it places O_APPEND writes itself."""
         self.write_limiter = trio.CapacityLimiter(4)
+        self.read_limiter = trio.CapacityLimiter(4)
         self.files: dict[int, HeadFileHandle] = {}
         self._changing: dict[int, tuple[trio.Lock, list[int]]] = {}
         """Per-file trio locks of writes and size changes (with their user counts)."""
@@ -115,8 +122,8 @@ class HeadAdapter:
     def readlink(self, ino: int) -> bytes:
         return self.fs.readlink(from_head(ino))
 
-    async def setattr(self, ino: int, attr: pyfuse3.EntryAttributes,
-                      fields: pyfuse3.SetattrFields) -> Attr:
+    async def setattr(self, ino: int, attr: EntryAttributes,
+                      fields: SetattrFields) -> Attr:
         mode = attr.st_mode if fields.update_mode else None
         uid = attr.st_uid if fields.update_uid else None
         gid = attr.st_gid if fields.update_gid else None
@@ -170,7 +177,7 @@ class HeadAdapter:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.write_limiter)
 
     async def create_node(self, kind: str, parent: int, name: bytes, mode: int,
-                          ctx: pyfuse3.RequestContext, target: bytes = b"", rdev: int = 0
+                          ctx: RequestContext, target: bytes = b"", rdev: int = 0
                           ) -> Attr:
         async with self.gate.shared():
             p = from_head(parent)
@@ -184,7 +191,7 @@ class HeadAdapter:
             return mount_attr(attr)
 
     async def create(self, parent: int, name: bytes, mode: int, flags: int,
-                     ctx: pyfuse3.RequestContext) -> tuple[int, Attr]:
+                     ctx: RequestContext) -> tuple[int, Attr]:
         async with self.gate.shared():
             ino, attr = self.fs.create(from_head(parent), name, mode, ctx.uid, ctx.gid)
             self.fs.remember(ino)
@@ -209,8 +216,8 @@ class HeadAdapter:
     async def rename(self, p1: int, n1: bytes, p2: int, n2: bytes, flags: int) -> None:
         async with self.gate.shared():
             self.fs.rename(from_head(p1), n1, from_head(p2), n2,
-                           noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
-                           exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
+                           noreplace=bool(flags & RENAME_NOREPLACE),
+                           exchange=bool(flags & RENAME_EXCHANGE))
 
     async def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
         async with self.gate.shared():
@@ -252,11 +259,15 @@ class HeadAdapter:
             handle = self.fs.open(from_head(ino), False, False, False)
         return self._add_file(handle)
 
-    async def read(self, fh: int, offset: int, size: int, limiter: trio.CapacityLimiter
-                   ) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self.files[fh]
         node = self.fs.node(handle.ino)
-        return await trio.to_thread.run_sync(self.fs.read, node, offset, size, limiter=limiter)
+        return await trio.to_thread.run_sync(self.fs.read, node, offset, size,
+                                             limiter=self.read_limiter)
+
+    async def sync_database(self) -> None:
+        """fsync of a directory: @head's names and attributes reach the disk."""
+        await trio.to_thread.run_sync(self.fs.db.sync)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self.files[fh]

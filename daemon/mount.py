@@ -1,7 +1,8 @@
 """Mount lifecycle: checks, the trio main loop, readiness, signals (unmounting: daemon.unmount).
 
 Owns: everything between `dsfs mount` and a served filesystem, and `dsfs umount`. Runs the
-pyfuse3 session in the trio thread; the view is polled for new versions twice a second.
+FUSE connections (daemon.fuse: the versions at MNT, @head at MNT/@head) in the trio thread;
+the view is polled for new versions twice a second.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import pyfuse3
 import trio
 
+from daemon.fuse import Config, Session
+from daemon.fuse.mounting import MountFailed
+from daemon.fuse.mounting import mount as fuse_mount
 from daemon.headservice import (
+    Mounted,
     after_versions_changed,
     attach_head,
     serve_head_control,
@@ -37,7 +42,7 @@ from daemon.ops import Operations
 from vfs import lockorder
 from vfs.errors import DsfsError, UserError
 from vfs.store import Store
-from vfs.view import ROOT_INO, VersionsView
+from vfs.view import VersionsView
 
 log = logging.getLogger("dsfs.mount")
 POLL_SECONDS = 0.5
@@ -238,7 +243,8 @@ async def raise_read_ahead(mountpoint: Path) -> None:
             return
 
 
-async def _poll_versions(view: VersionsView, ops: Operations) -> None:
+async def _poll_versions(view: VersionsView, mount: Mounted) -> None:
+    ops = mount.ops
     warned = False
     polls = 0
     while True:
@@ -264,13 +270,12 @@ async def _poll_versions(view: VersionsView, ops: Operations) -> None:
                 log.warning("a version with extended attributes appeared; remount (or mount "
                             "with --xattrs on) to see them")
             if changed:
-                after_versions_changed(ops)
+                await after_versions_changed(mount)
         except Exception:
             log.exception("could not follow the new versions (retrying in %ss)", POLL_SECONDS)
         for name in changed:
             log.info("root changed: %s", os.fsdecode(name))
-            pyfuse3.invalidate_entry_async(pyfuse3.InodeT(ROOT_INO), pyfuse3.FileNameT(name),
-                                           ignore_enoent=True)
+        await mount.invalidate_root(changed)
 
 
 def _tidy_store(view: VersionsView, polls: int) -> None:
@@ -287,12 +292,12 @@ def _tidy_store(view: VersionsView, polls: int) -> None:
             log.info("freed %d index reader slots of processes that died", freed)
 
 
-async def _watch_signals(on_ready: trio.Event) -> None:
+async def _watch_signals(on_ready: trio.Event, scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         on_ready.set()
         async for signum in signals:
             log.info("received %s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
+            scope.cancel()
             return
 
 
@@ -332,55 +337,83 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
         bound_malloc()
     store = Store.open(opts.store, cache_bytes=opts.cache_bytes)
     view = VersionsView(store)
-    serve = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
-    ops = Operations(view, serve_xattrs=serve)
-    log.info("extended attributes %s (--xattrs %s)", "served" if serve else "off", opts.xattrs)
-    if attach_head(store, ops) and ops.head is not None:
-        ops.head.sync_on_close = opts.sync_on_close
-    options = set(pyfuse3.default_options)
-    # nodev: device nodes in @head and in versions are metadata; opening one opens no device
-    options |= {"fsname=dsfs", "subtype=dsfs", "nodev"}
-    if opts.allow_other:
-        options.add("allow_other")
+    serve_xattrs = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
+    mount = Mounted(opts.mountpoint, Operations(view, serve_xattrs=serve_xattrs))
+    log.info("extended attributes %s (--xattrs %s)", "served" if serve_xattrs else "off",
+             opts.xattrs)
+    if attach_head(store, mount) and mount.head is not None:
+        mount.head.sync_on_close = opts.sync_on_close
+        mount.ops.show_head_dir(os.getuid(), os.getgid())
     try:
-        pyfuse3.init(ops, str(opts.mountpoint), options)
-    except RuntimeError as exc:
-        raise MountError(f"mounting {opts.mountpoint} failed: {exc}") from None
+        fd = fuse_mount(str(opts.mountpoint), read_only=True, allow_other=opts.allow_other)
+    except MountFailed as exc:
+        if mount.head is not None:
+            mount.head.session.close()
+        store.close()
+        raise MountError(str(exc)) from None
+    mount.versions = Session(fd, mount.ops, Config(posix_acl=serve_xattrs), "versions")
     info = runtime_file(opts.mountpoint)
     info.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(opts.mountpoint)}))
     clean = False
     try:
-        trio.run(_main, store, ops, view, opts.mountpoint, ready_fd)
+        trio.run(_main, store, mount, view, ready_fd, opts.allow_other)
         clean = True
     finally:
-        pyfuse3.close(unmount=True)
+        mount.unmount_all()
         info.unlink(missing_ok=True)
-        if ops.head is not None:
-            ops.head.session.close()
+        if mount.head is not None:
+            mount.head.session.close()
         store.close()
         log.info("unmounted %s%s", opts.mountpoint, "" if clean else " after an error")
 
 
-async def _main(store: Store, ops: Operations, view: VersionsView, mountpoint: Path,
-                ready_fd: int | None) -> None:
+async def _mount_head(mount: Mounted, allow_other: bool) -> None:
+    """Mount @head's connection on the `@head` directory the versions connection shows (the
+    mount's path lookup is answered by the versions connection: it must be served already)."""
+    assert mount.head_ops is not None
+    where = str(mount.mountpoint / "@head")
+    fd = await trio.to_thread.run_sync(partial(fuse_mount, where, read_only=False,
+                                               allow_other=allow_other))
+    mount.head_conn = Session(fd, mount.head_ops, Config(
+        writeback_cache=mount.head_writeback, posix_acl=mount.ops.serve_xattrs), "@head")
+
+
+async def _main(store: Store, mount: Mounted, view: VersionsView, ready_fd: int | None,
+                allow_other: bool) -> None:
     lockorder.mark_loop_thread()
+    assert mount.versions is not None
     async with trio.open_nursery() as nursery:
-        ops.nursery = nursery
+        mount.ops.nursery = nursery
         signals_ready = trio.Event()
-        nursery.start_soon(_watch_signals, signals_ready)
+        nursery.start_soon(_watch_signals, signals_ready, nursery.cancel_scope)
         await signals_ready.wait()
-        nursery.start_soon(_poll_versions, view, ops)
-        nursery.start_soon(raise_read_ahead, mountpoint)
-        await nursery.start(serve_head_control, store, view, ops, runtime_dir())
-        nursery.start_soon(sync_head_periodically, ops)
+
+        async def serve_versions() -> None:
+            assert mount.versions is not None
+            await mount.versions.serve()
+            nursery.cancel_scope.cancel()  # unmounted from outside: the daemon is done
+
+        nursery.start_soon(serve_versions)
+        if mount.head_ops is not None:
+            try:
+                await _mount_head(mount, allow_other)
+            except MountFailed as exc:
+                raise MountError(f"could not mount @head: {exc}") from None
+            assert mount.head_conn is not None
+            nursery.start_soon(mount.head_conn.serve)
+        nursery.start_soon(_poll_versions, view, mount)
+        nursery.start_soon(raise_read_ahead, mount.mountpoint)
+        if mount.head_conn is not None:
+            nursery.start_soon(raise_read_ahead, mount.mountpoint / "@head")
+        await nursery.start(serve_head_control, store, view, mount, runtime_dir())
+        nursery.start_soon(sync_head_periodically, mount)
         log.info("serving %d versions", len(view.versions))
         sd_notify("READY=1\nSTATUS=serving")
         if ready_fd is not None:  # "ok nohead": mounted, but another process serves @head
-            os.write(ready_fd, b"ok\n" if ops.head is not None else b"ok nohead\n")
+            os.write(ready_fd, b"ok\n" if mount.head is not None else b"ok nohead\n")
             os.close(ready_fd)
-        await pyfuse3.main(min_tasks=2, max_tasks=64)
-        sd_notify("STOPPING=1")
-        nursery.cancel_scope.cancel()
+        await trio.sleep_forever()
+    sd_notify("STOPPING=1")
 
 
 def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> str:

@@ -43,6 +43,23 @@ def unmount(mountpoint: Path, timeout: float = 30.0) -> None:
     pid = daemon_pid(mp)
     hung = (f"the daemon of {mp} does not answer: `dsfs umount --force {mp}` aborts its "
             "connection (processes waiting in the mount get an error) and stops it")
+    users = users_of(mp)
+    if users:
+        raise MountError(f"{mp} is busy ({', '.join(users[:5])} use it): close the files and "
+                         f"shells using it (`fuser -vm {mp}` lists them), then retry")
+    head = mp / "@head"
+    current_head = mounted_at(head)
+    if current_head is not None and current_head[1].endswith("dsfs"):
+        # @head is its own connection mounted inside: it goes first
+        result = run_bounded([fusermount(), "-u", str(head)], timeout)
+        if result is None:
+            raise MountError(hung)
+        status, err = result
+        if status != 0 and mounted_at(head) is not None:
+            if "busy" in err.lower():
+                raise MountError(f"{head} is busy: close the files and shells using it "
+                                 f"(`fuser -vm {head}` lists them), then retry")
+            raise MountError(f"unmounting {head} failed: {err.strip()}")
     result = run_bounded([fusermount(), "-u", str(mp)], timeout)
     if result is None:
         raise MountError(hung)
@@ -64,6 +81,34 @@ def unmount(mountpoint: Path, timeout: float = 30.0) -> None:
             raise MountError(f"{mp} is unmounted, but its daemon (pid {pid}) has not exited "
                              f"after {timeout:.0f} s: `dsfs umount --force {mp}` stops it")
         time.sleep(0.02)
+
+
+def users_of(mountpoint: Path) -> list[str]:
+    """Processes with a directory or file open in the versions part of a mount ("pid N
+    (comm)"), read from /proc without a request to the mount: what would make unmounting
+    it fail after @head, mounted inside it, was already unmounted."""
+    top = canonical(mountpoint)
+    head = os.path.join(top, "@head")
+    found: list[str] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        paths: list[str] = []
+        with contextlib.suppress(OSError):
+            paths.append(os.readlink(f"/proc/{entry.name}/cwd"))
+            paths.append(os.readlink(f"/proc/{entry.name}/root"))
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{entry.name}/fd"):
+                with contextlib.suppress(OSError):
+                    paths.append(os.readlink(f"/proc/{entry.name}/fd/{fd}"))
+        inside = [p for p in paths if (p == top or p.startswith(top + "/"))
+                  and not (p == head or p.startswith(head + "/"))]
+        if inside:
+            comm = ""
+            with contextlib.suppress(OSError), open(f"/proc/{entry.name}/comm") as f:
+                comm = f.read().strip()
+            found.append(f"pid {entry.name} ({comm})")
+    return found
 
 
 def probe(mountpoint: Path, timeout: float = 3.0) -> str:
@@ -136,6 +181,9 @@ def unmount_forcibly(mountpoint: Path, grace: float = 3.0) -> list[str]:
     if not current[1].endswith("dsfs"):
         raise MountError(f"{mp} is a {current[1]} mount, not dsfs")
     done: list[str] = []
+    head = mp / "@head"
+    if mounted_at(head) is not None and abort_connection(head):
+        done.append("aborted @head's connection")
     if abort_connection(mp):
         done.append("aborted the connection")
     pid = daemon_pid(mp)

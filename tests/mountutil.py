@@ -61,10 +61,13 @@ def dsfs_argv(store: Path, *args: str | Path) -> list[str]:
 
 
 def force_unmount(mountpoint: Path) -> None:
+    """Unmount @head's connection (mounted inside), then the versions'; lazily if busy."""
     for args in (["-u"], ["-u", "-z"]):
+        for target in (mountpoint / "@head", mountpoint):
+            if mounted_at(target) is not None:
+                subprocess.run(["fusermount3", *args, "-q", str(target)], capture_output=True)
         if mounted_at(mountpoint) is None:
             return
-        subprocess.run(["fusermount3", *args, "-q", str(mountpoint)], capture_output=True)
 
 
 @contextmanager
