@@ -35,18 +35,27 @@ from vfs.inodes import ROOT_INO, from_head, to_head
 from vfs.view import Attr, VersionsView
 
 HEAD_ROOT_INO = to_head(HEAD_ROOT)
+_own_root = True
+"""Whether @head is a connection of its own, whose root (inode 1) is @head's root; False in
+a shared connection (daemon.combined), where inodes pass unchanged."""
 
 
 def _in(ino: int) -> int:
     """A connection inode as @head's mount inode."""
-    return HEAD_ROOT_INO if ino == ROOT_INO else ino
+    return HEAD_ROOT_INO if ino == ROOT_INO and _own_root else ino
 
 
 def _out(attr: Attr) -> EntryAttributes:
     a = entry_attributes(attr)
-    if a.st_ino == HEAD_ROOT_INO:
+    if a.st_ino == HEAD_ROOT_INO and _own_root:
         a.st_ino = ROOT_INO
     return a
+
+
+def share_connection() -> None:
+    """@head's handlers serve inside the versions' connection (daemon.combined)."""
+    global _own_root
+    _own_root = False
 
 
 class HeadOperations:
@@ -76,7 +85,7 @@ class HeadOperations:
     @guarded
     def forget(self, inodes: Sequence[tuple[int, int]]) -> None:
         for ino, count in inodes:
-            if ino != ROOT_INO:
+            if ino != ROOT_INO or not _own_root:
                 self.head.forget(ino, count)
 
     @guarded

@@ -52,6 +52,8 @@ class Mounted:
         self.head_writeback = False
         self.versions: Session | None = None
         self.head_conn: Session | None = None
+        self.combined = False
+        """@head served inside the versions' connection (daemon.combined)."""
 
     async def invalidate_root(self, names: list[bytes]) -> None:
         """The kernel forgets these names of the root (never `@head`: invalidating a
@@ -66,6 +68,9 @@ class Mounted:
         """@head changed wholesale (reset, or following a new version): the kernel forgets
         these names of @head's root with everything below them, and the root's attributes
         and listing."""
+        if self.combined and self.versions is not None:
+            await self.versions.invalidate_entry(ROOT_INO, HEAD_NAME)
+            return
         if self.head_conn is None:
             return
         for name in sorted(names):

@@ -21,13 +21,14 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import trio
 
+from daemon.combined import CombinedOperations
 from daemon.fuse import Config, Session
 from daemon.fuse.mounting import MountFailed
 from daemon.fuse.mounting import mount as fuse_mount
@@ -344,14 +345,23 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     if attach_head(store, mount) and mount.head is not None:
         mount.head.sync_on_close = opts.sync_on_close
         mount.ops.show_head_dir(os.getuid(), os.getgid())
+    handlers: object = mount.ops
+    config = Config(posix_acl=serve_xattrs)
+    if mount.head_ops is not None and os.geteuid() != 0:
+        # fusermount3 cannot mount @head inside our own mount: one connection for both
+        handlers = CombinedOperations(mount.ops, mount.head_ops)
+        config = Config(posix_acl=serve_xattrs, writeback_cache=mount.head_writeback)
+        mount.head_ops = None
+        mount.combined = True
     try:
-        fd = fuse_mount(str(opts.mountpoint), read_only=True, allow_other=opts.allow_other)
+        fd = fuse_mount(str(opts.mountpoint), read_only=handlers is mount.ops,
+                        allow_other=opts.allow_other)
     except MountFailed as exc:
         if mount.head is not None:
             mount.head.session.close()
         store.close()
         raise MountError(str(exc)) from None
-    mount.versions = Session(fd, mount.ops, Config(posix_acl=serve_xattrs), "versions")
+    mount.versions = Session(fd, handlers, config, "versions")
     info = runtime_file(opts.mountpoint)
     info.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(opts.mountpoint)}))
     clean = False
@@ -372,8 +382,16 @@ async def _mount_head(mount: Mounted, allow_other: bool) -> None:
     mount's path lookup is answered by the versions connection: it must be served already)."""
     assert mount.head_ops is not None
     where = str(mount.mountpoint / "@head")
-    fd = await trio.to_thread.run_sync(partial(fuse_mount, where, read_only=False,
-                                               allow_other=allow_other))
+
+    def mount_here() -> int:
+        mount.ops.head_mounters.add(threading.get_native_id())
+        return fuse_mount(where, read_only=False, allow_other=allow_other,
+                          started=mount.ops.head_mounters.add)
+
+    try:
+        fd = await trio.to_thread.run_sync(mount_here)
+    finally:
+        mount.ops.head_mounted.set()
     mount.head_conn = Session(fd, mount.head_ops, Config(
         writeback_cache=mount.head_writeback, posix_acl=mount.ops.serve_xattrs), "@head")
 

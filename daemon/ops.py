@@ -17,6 +17,8 @@ which must see every open, is another connection mounted on the `@head` director
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import logging
 import stat
 import time
@@ -76,6 +78,11 @@ class Operations:
         self.head_dir: EntryAttributes | None = None
         """The `@head` directory in the root while @head is served (its own connection is
         mounted on it); None: no @head in this mount."""
+        self.head_mounted = trio.Event()
+        """Set once @head's connection is mounted on the `@head` directory. Until then only
+        the mounting thread or process (`head_mounters`) gets an answer about `@head`;
+        everyone else waits, so nobody ever walks into the empty directory underneath."""
+        self.head_mounters: set[int] = set()
         self._readers: OrderedDict[int, FileHandle] = OrderedDict()
         self._dirs: dict[int, DirHandle] = {}
         """Listing cursors of directories being read (a listing's next READDIR goes on
@@ -103,10 +110,33 @@ class Operations:
 
     # -- names and attributes --------------------------------------------------------------
 
+    def _head_entry(self, ctx: RequestContext, head_dir: EntryAttributes
+                    ) -> EntryAttributes | Coroutine[Any, Any, EntryAttributes]:
+        if self.head_mounted.is_set():
+            return head_dir
+        if ctx.pid in self.head_mounters:
+            # the mount itself: not to be cached, so others look it up again (and wait)
+            return dataclasses.replace(head_dir, entry_timeout=0.0, attr_timeout=0.0)
+
+        async def once_mounted() -> EntryAttributes:
+            await self.head_mounted.wait()
+            return head_dir
+        return once_mounted()
+
+    async def _stale_once_mounted(self) -> None:
+        """A request inside the `@head` directory before @head was mounted on it: once it
+        is, ESTALE makes the kernel walk the path again (and cross into the mount)."""
+        await self.head_mounted.wait()
+        raise FUSEError(errno.ESTALE)
+
     @guarded
-    def lookup(self, parent: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
-        if parent == ROOT_INO and name == HEAD_NAME and self.head_dir is not None:
-            return self.head_dir
+    def lookup(self, parent: int, name: bytes, ctx: RequestContext
+               ) -> EntryAttributes | Coroutine[Any, Any, EntryAttributes]:
+        if self.head_dir is not None:
+            if parent == ROOT_INO and name == HEAD_NAME:
+                return self._head_entry(ctx, self.head_dir)
+            if parent == HEAD_DIR_INO:
+                return self._stale_once_mounted()  # type: ignore[return-value]
         try:
             node, attr = self.view.lookup(parent, name)
         except NoEntry:
@@ -126,9 +156,10 @@ class Operations:
             self.view.forget(ino, count)
 
     @guarded
-    def getattr(self, ino: int, ctx: RequestContext) -> EntryAttributes:
+    def getattr(self, ino: int, ctx: RequestContext
+                ) -> EntryAttributes | Coroutine[Any, Any, EntryAttributes]:
         if ino == HEAD_DIR_INO and self.head_dir is not None:
-            return self.head_dir
+            return self._head_entry(ctx, self.head_dir)
         return entry_attributes(self.view.getattr(ino))
 
     @guarded
@@ -145,7 +176,8 @@ class Operations:
         if handle is None:
             handle = self._dirs[ino] = self.view.opendir(ino)
         shift = 0
-        if handle.node.ino == ROOT_INO and self.head_dir is not None:
+        if handle.node.ino == ROOT_INO and self.head_dir is not None \
+                and self.head_mounted.is_set():
             shift = 1
             if start_id == 0 and not readdir_reply(token, HEAD_NAME, self.head_dir, 1):
                 return

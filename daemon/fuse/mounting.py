@@ -14,6 +14,7 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Callable
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -35,13 +36,15 @@ def _fusermount() -> str:
 
 
 def mount(mountpoint: str, *, read_only: bool, allow_other: bool, fsname: str = "dsfs",
-          subtype: str = "dsfs") -> int:
+          subtype: str = "dsfs", started: Callable[[int], None] | None = None) -> int:
     """Mount a new FUSE connection at `mountpoint`; return its /dev/fuse descriptor
-    (non-blocking, close-on-exec)."""
+    (non-blocking, close-on-exec). `started` learns the pid of a fusermount3 helper (its path
+    lookup of the mountpoint reaches the filesystem above it, if that is ours)."""
     if os.geteuid() == 0:
         fd = _mount_as_root(mountpoint, read_only, allow_other, fsname, subtype)
     else:
-        fd = _mount_with_fusermount(mountpoint, read_only, allow_other, fsname, subtype)
+        fd = _mount_with_fusermount(mountpoint, read_only, allow_other, fsname, subtype,
+                                    started)
     os.set_blocking(fd, False)
     os.set_inheritable(fd, False)
     return fd
@@ -66,7 +69,7 @@ def _mount_as_root(mountpoint: str, read_only: bool, allow_other: bool, fsname: 
 
 
 def _mount_with_fusermount(mountpoint: str, read_only: bool, allow_other: bool, fsname: str,
-                           subtype: str) -> int:
+                           subtype: str, started: Callable[[int], None] | None) -> int:
     opts = [f"fsname={fsname}", f"subtype={subtype}", "nosuid", "nodev", "default_permissions",
             "ro" if read_only else "rw"]
     if allow_other:
@@ -74,9 +77,12 @@ def _mount_with_fusermount(mountpoint: str, read_only: bool, allow_other: bool, 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours, theirs:
         env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
-        proc = subprocess.run([_fusermount(), "-o", ",".join(opts), "--", mountpoint],
-                              env=env, pass_fds=(theirs.fileno(),), capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.Popen([_fusermount(), "-o", ",".join(opts), "--", mountpoint],
+                                env=env, pass_fds=(theirs.fileno(),), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        if started is not None:
+            started(proc.pid)
+        _, stderr = proc.communicate()
         theirs.close()
         fds = array.array("i")
         try:
@@ -89,7 +95,7 @@ def _mount_with_fusermount(mountpoint: str, read_only: bool, allow_other: bool, 
     if proc.returncode != 0 or not fds:
         for fd in fds:
             os.close(fd)
-        why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no descriptor"
+        why = stderr.strip().splitlines()[-1] if stderr.strip() else "no descriptor"
         raise MountFailed(f"fusermount3 could not mount {mountpoint}: {why}")
     return fds[0]
 

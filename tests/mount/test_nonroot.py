@@ -46,7 +46,9 @@ class User:
              *map(str, argv)], cwd=self.home, env=self.env, capture_output=True,
             timeout=timeout)
         if check:
-            assert result.returncode == 0, (argv, result.stdout, result.stderr.decode())
+            logs = "".join(p.read_text(errors="replace")[-3000:]
+                           for p in Path(f"/tmp/dsfs-{self.uid}").glob("*.log"))
+            assert result.returncode == 0, (argv, result.stdout, result.stderr.decode(), logs)
         return result
 
     def dsfs(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -96,7 +98,7 @@ def _user(name: str, home: Path) -> Iterator[User]:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(home),
                "LANG": "C.UTF-8"}
         u = User(name, entry.pw_uid, entry.pw_gid, home, env)
-        probe = ["-c", "import vfs.head.session, daemon.cli, pyfuse3"]
+        probe = ["-c", "import vfs.head.session, daemon.cli, daemon.fuse"]
         if u.run(sys.executable, *probe, check=False).returncode != 0:
             # the checkout is not readable by others: run a copy of our sources the user can
             # read (the venv's third-party packages still come from the venv)
