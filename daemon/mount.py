@@ -21,7 +21,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,9 +383,7 @@ async def _mount_head(mount: Mounted, allow_other: bool) -> None:
     where = str(mount.mountpoint / "@head")
 
     def mount_here() -> int:
-        mount.ops.head_mounters.add(threading.get_native_id())
-        return fuse_mount(where, read_only=False, allow_other=allow_other,
-                          started=mount.ops.head_mounters.add)
+        return fuse_mount(where, read_only=False, allow_other=allow_other)
 
     try:
         fd = await trio.to_thread.run_sync(mount_here)

@@ -79,10 +79,9 @@ class Operations:
         """The `@head` directory in the root while @head is served (its own connection is
         mounted on it); None: no @head in this mount."""
         self.head_mounted = trio.Event()
-        """Set once @head's connection is mounted on the `@head` directory. Until then only
-        the mounting thread or process (`head_mounters`) gets an answer about `@head`;
-        everyone else waits, so nobody ever walks into the empty directory underneath."""
-        self.head_mounters: set[int] = set()
+        """Set once @head's connection is mounted on the `@head` directory (the daemon says
+        it is ready only then); until then `@head` is an empty directory nobody may cache,
+        and the root does not list it."""
         self._readers: OrderedDict[int, FileHandle] = OrderedDict()
         self._dirs: dict[int, DirHandle] = {}
         """Listing cursors of directories being read (a listing's next READDIR goes on
@@ -110,33 +109,20 @@ class Operations:
 
     # -- names and attributes --------------------------------------------------------------
 
-    def _head_entry(self, ctx: RequestContext, head_dir: EntryAttributes
-                    ) -> EntryAttributes | Coroutine[Any, Any, EntryAttributes]:
+    def _head_entry(self, head_dir: EntryAttributes) -> EntryAttributes:
         if self.head_mounted.is_set():
             return head_dir
-        if ctx.pid in self.head_mounters:
-            # the mount itself: not to be cached, so others look it up again (and wait)
-            return dataclasses.replace(head_dir, entry_timeout=0.0, attr_timeout=0.0)
-
-        async def once_mounted() -> EntryAttributes:
-            await self.head_mounted.wait()
-            return head_dir
-        return once_mounted()
-
-    async def _stale_once_mounted(self) -> None:
-        """A request inside the `@head` directory before @head was mounted on it: once it
-        is, ESTALE makes the kernel walk the path again (and cross into the mount)."""
-        await self.head_mounted.wait()
-        raise FUSEError(errno.ESTALE)
+        # not cached until @head's connection is mounted on it: the next walk asks again.
+        # (Never wait here: the mount's own lookup of this name would queue behind ours.)
+        return dataclasses.replace(head_dir, entry_timeout=0.0, attr_timeout=0.0)
 
     @guarded
-    def lookup(self, parent: int, name: bytes, ctx: RequestContext
-               ) -> EntryAttributes | Coroutine[Any, Any, EntryAttributes]:
+    def lookup(self, parent: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
         if self.head_dir is not None:
             if parent == ROOT_INO and name == HEAD_NAME:
-                return self._head_entry(ctx, self.head_dir)
+                return self._head_entry(self.head_dir)
             if parent == HEAD_DIR_INO:
-                return self._stale_once_mounted()  # type: ignore[return-value]
+                raise FUSEError(errno.ENOENT)  # the empty directory under @head's mount
         try:
             node, attr = self.view.lookup(parent, name)
         except NoEntry:
@@ -156,10 +142,9 @@ class Operations:
             self.view.forget(ino, count)
 
     @guarded
-    def getattr(self, ino: int, ctx: RequestContext
-                ) -> EntryAttributes | Coroutine[Any, Any, EntryAttributes]:
+    def getattr(self, ino: int, ctx: RequestContext) -> EntryAttributes:
         if ino == HEAD_DIR_INO and self.head_dir is not None:
-            return self._head_entry(ctx, self.head_dir)
+            return self._head_entry(self.head_dir)
         return entry_attributes(self.view.getattr(ino))
 
     @guarded

@@ -9,6 +9,7 @@ lazily detaches the mountpoint as a last resort, then checks nothing is left mou
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -60,6 +61,14 @@ def dsfs_argv(store: Path, *args: str | Path) -> list[str]:
     return [sys.executable, "-m", "daemon.cli", "--store", str(store), *map(str, args)]
 
 
+def _ready(fd: int) -> bool:
+    """Whether the daemon wrote its ready line (or closed the pipe: it died, or is ready)."""
+    if not select.select([fd], [], [], 0)[0]:
+        return False
+    os.read(fd, 64)
+    return True
+
+
 def force_unmount(mountpoint: Path) -> None:
     """Unmount @head's connection (mounted inside), then the versions'; lazily if busy."""
     for args in (["-u"], ["-u", "-z"]):
@@ -75,14 +84,21 @@ def mounted(store: Path, mountpoint: Path, *extra: str, timeout: float = 20.0
             ) -> Iterator[Daemon]:
     mountpoint.mkdir(parents=True, exist_ok=True)
     log = mountpoint.parent / f"{mountpoint.name}.daemon.log"
+    ready_r, ready_w = os.pipe()
     with open(log, "wb") as logf:
-        proc = subprocess.Popen(dsfs_argv(store, "mount", mountpoint, "--foreground", *extra),
-                                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        proc = subprocess.Popen(dsfs_argv(store, "mount", mountpoint, "--foreground",
+                                          "--ready-fd", str(ready_w), *extra),
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                pass_fds=(ready_w,))
+    os.close(ready_w)
     daemon = Daemon(proc, log, mountpoint)
     try:
-        wait_for(lambda: answers(mountpoint), timeout, f"{mountpoint} to be mounted", daemon)
+        # ready: the versions and @head (its own mount inside) are both served
+        wait_for(lambda: _ready(ready_r), timeout, f"{mountpoint} to be mounted", daemon)
+        wait_for(lambda: answers(mountpoint), timeout, f"{mountpoint} to answer", daemon)
         yield daemon
     finally:
+        os.close(ready_r)
         if proc.poll() is None:
             force_unmount(mountpoint)
             try:

@@ -14,7 +14,6 @@ import shutil
 import socket
 import stat
 import subprocess
-from collections.abc import Callable
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -36,15 +35,13 @@ def _fusermount() -> str:
 
 
 def mount(mountpoint: str, *, read_only: bool, allow_other: bool, fsname: str = "dsfs",
-          subtype: str = "dsfs", started: Callable[[int], None] | None = None) -> int:
+          subtype: str = "dsfs") -> int:
     """Mount a new FUSE connection at `mountpoint`; return its /dev/fuse descriptor
-    (non-blocking, close-on-exec). `started` learns the pid of a fusermount3 helper (its path
-    lookup of the mountpoint reaches the filesystem above it, if that is ours)."""
+    (non-blocking, close-on-exec)."""
     if os.geteuid() == 0:
         fd = _mount_as_root(mountpoint, read_only, allow_other, fsname, subtype)
     else:
-        fd = _mount_with_fusermount(mountpoint, read_only, allow_other, fsname, subtype,
-                                    started)
+        fd = _mount_with_fusermount(mountpoint, read_only, allow_other, fsname, subtype)
     os.set_blocking(fd, False)
     os.set_inheritable(fd, False)
     return fd
@@ -69,7 +66,7 @@ def _mount_as_root(mountpoint: str, read_only: bool, allow_other: bool, fsname: 
 
 
 def _mount_with_fusermount(mountpoint: str, read_only: bool, allow_other: bool, fsname: str,
-                           subtype: str, started: Callable[[int], None] | None) -> int:
+                           subtype: str) -> int:
     opts = [f"fsname={fsname}", f"subtype={subtype}", "nosuid", "nodev", "default_permissions",
             "ro" if read_only else "rw"]
     if allow_other:
@@ -80,8 +77,6 @@ def _mount_with_fusermount(mountpoint: str, read_only: bool, allow_other: bool, 
         proc = subprocess.Popen([_fusermount(), "-o", ",".join(opts), "--", mountpoint],
                                 env=env, pass_fds=(theirs.fileno(),), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        if started is not None:
-            started(proc.pid)
         _, stderr = proc.communicate()
         theirs.close()
         fds = array.array("i")
