@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -579,9 +580,11 @@ class FindRow:
 def find_store(ctx: Ctx, key: str, slug: str, exe: Path, tree: Path) -> Target:
     """A store holding the tree as v1, imported once per dsfs build and kept for later runs."""
     args = ctx.args
-    home = args.workdir / "repos" / f"find-{args.files}-seed{args.seed}-{slug}"
-    tool = B.Dsfs(ctx.runner, home, exe)
+    tool = B.Dsfs(ctx.runner, Path(), exe)
     tool.ensure_installed()
+    build = hashlib.blake2b(os.fsencode(os.path.realpath(tool.exe)), digest_size=4).hexdigest()
+    home = args.workdir / "repos" / f"find-{args.files}-seed{args.seed}-{build}"
+    tool.home, tool.store = home, home / "store"
     stamp = {"files": args.files, "seed": args.seed, "exe": str(tool.exe), "dsfs": tool.version()}
     t = B.DsfsMount(key, ctx.runner, tool, args.workdir / "mnt" / f"find-{slug}")
     t.rel, t.tree = Path("@v1"), tree
@@ -657,6 +660,9 @@ def run_find(ctx: Ctx) -> list[FindRow]:
 
 
 def prepare(args: argparse.Namespace, runner: Any, drop: Callable[[], None]) -> Ctx:
+    if args.parts == ["find"]:  # the find part brings its own tree
+        none = B.TreeStats(0, 0, 0)
+        return Ctx(args, runner, drop, Path(), none, 0, 0, Path(), Path(), 0, 600 + 1800)
     data = B.prepare_ingest_data(args, runner)
     tree = data.pristine
     images = image_files(tree)

@@ -196,8 +196,12 @@ def make(ctx: Any, targets: Sequence[Any], find_rows: Sequence[Any]) -> Any:
         f'{args.repeat} repeat(s). "× native" = time / native time (above 1 is slower); '
         '"÷ native" / "÷ borg" = IOPS / their IOPS (above 1 is faster). MB = 10^6 bytes.'
     )
-    out = [f"### Reading a version (issue 10): scale {args.scale:g}, {args.repeat} repeat(s)"]
-    out += ["\n".join(about), intro]
+    what = [] if parts == ["find"] else [f"dataset scale {args.scale:g}"]
+    what += [f"find over {args.files:,} files"] if "find" in parts else []
+    out = [f"### Reading a version (issue 10): {', '.join(what)}, {args.repeat} repeat(s)"]
+    out += ["\n".join(about)]
+    if parts != ["find"]:
+        out.append(intro)
     if "epoch" in parts:
         cols: list[tuple[str, Callable[[Json], str]]] = []
         for n in EPOCH_READERS:
