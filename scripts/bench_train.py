@@ -41,6 +41,7 @@ MB = 1_000_000
 LOADER = Path(__file__).resolve().with_name("bench_train_loader.py")
 TRAIN_TOOLS = ("dsfs", "borg")
 PACKAGES = ("pillow", "numpy")
+STATES = ("cold", "warm")
 
 
 def parse_workers(text: str) -> list[int]:
@@ -133,6 +134,8 @@ def images_tree(args: argparse.Namespace, runner: Any, python: Path) -> Path:
 def run_epoch(
     args: argparse.Namespace, runner: Any, python: Path, t: Target, workers: int, state: str
 ) -> Json:
+    """One epoch; its JSON, plus the CPU-seconds of the loader (with its workers) and of the
+    mount daemon(s) during it."""
     cmd = [
         str(python),
         str(LOADER),
@@ -146,12 +149,18 @@ def run_epoch(
         "--seed",
         str(args.seed),
     ]
-    t.run(f"epoch, {workers} workers ({state})", cmd, timeout=3600)
+    daemons = B.mount_daemons(t.mnt) if t.mnt else []
+    before = B.proc_cpu_seconds(daemons)
+    timing = t.run(f"epoch, {workers} workers ({state})", cmd, timeout=3600)
+    after = B.proc_cpu_seconds(daemons)
     text = runner.last_log.read_text(errors="replace").split("\n", 1)[-1]
     start = text.find("{")
     if start < 0:
         raise B.ToolFailed(f"no JSON from the loader (log: {runner.last_log})")
-    return json.JSONDecoder().raw_decode(text[start:])[0]  # type: ignore[no-any-return]
+    out: Json = json.JSONDecoder().raw_decode(text[start:])[0]
+    out["loader_cpu_seconds"] = timing.cpu_seconds
+    out["daemon_cpu_seconds"] = after - before if before is not None and after else None
+    return out
 
 
 def measure(
@@ -160,28 +169,31 @@ def measure(
     python: Path,
     drop: Callable[[], None],
     t: Target,
+    workers: int,
     r: Json,
 ) -> None:
-    for workers in args.workers:
+    """A fresh mount, the page cache dropped, one epoch (cold), the same again (warm)."""
+    drop()
+    t.mount()
+    try:
         drop()
-        t.mount()
-        try:
-            drop()
-            cold = run_epoch(args, runner, python, t, workers, "cold")
-            warm = run_epoch(args, runner, python, t, workers, "warm")
-        finally:
-            t.unmount()
-        r[f"w{workers}_cold_seconds"] = cold["seconds"]
-        r[f"w{workers}_warm_seconds"] = warm["seconds"]
-        r["loader"] = cold["loader"]
-        B.log(
-            f"{t.key}: {workers} workers: cold {cold['seconds']:.2f} s, warm "
-            f"{warm['seconds']:.2f} s ({cold['loader']})"
-        )
+        got = {state: run_epoch(args, runner, python, t, workers, state) for state in STATES}
+    finally:
+        t.unmount()
+    for state, e in got.items():
+        r[f"w{workers}_{state}_seconds"] = e["seconds"]
+        r[f"w{workers}_{state}_loader_cpu_seconds"] = e["loader_cpu_seconds"]
+        if e["daemon_cpu_seconds"] is not None:
+            r[f"w{workers}_{state}_daemon_cpu_seconds"] = e["daemon_cpu_seconds"]
+    r["loader"] = got["cold"]["loader"]
+    B.log(
+        f"{t.key}: {workers} workers: cold {got['cold']['seconds']:.2f} s, warm "
+        f"{got['warm']['seconds']:.2f} s ({r['loader']})"
+    )
 
 
 def summarize(runs: Sequence[Json]) -> Json:
-    keys = sorted({k for r in runs for k, v in r.items() if isinstance(v, float)})
+    keys = sorted({k for r in runs for k, v in r.items() if isinstance(v, int | float)})
     out: Json = {k: statistics.median([r[k] for r in runs if k in r]) for k in keys}
     out["loader"] = runs[-1].get("loader")
     return out
@@ -213,18 +225,20 @@ def run_train(args: argparse.Namespace) -> Any:
                 t.error = f"setup: {e}{t.failure_details()}"
                 B.log(f"{t.key} FAILED: {t.error}")
         for rep in range(args.repeat):
-            for t in B.alternate(targets, rep):
-                if t.error:
-                    continue
-                B.log(f"repeat {rep + 1}/{args.repeat}: {t.key}")
-                r: Json = {}
-                try:
-                    measure(args, runner, python, drop, t, r)
-                except (B.ToolFailed, OSError) as e:
-                    t.error = f"repeat {rep + 1}: {e}{t.failure_details()}"
-                    B.log(f"{t.key} FAILED: {t.error}")
-                if r:
-                    t.runs.append(r)
+            runs: dict[str, Json] = {t.key: {} for t in targets}
+            for workers in args.workers:  # the targets take turns every two epochs
+                for t in B.alternate(targets, rep):
+                    if t.error:
+                        continue
+                    B.log(f"repeat {rep + 1}/{args.repeat}, {workers} workers: {t.key}")
+                    try:
+                        measure(args, runner, python, drop, t, workers, runs[t.key])
+                    except (B.ToolFailed, OSError) as e:
+                        t.error = f"repeat {rep + 1}: {e}{t.failure_details()}"
+                        B.log(f"{t.key} FAILED: {t.error}")
+            for t in targets:
+                if runs[t.key]:
+                    t.runs.append(runs[t.key])
     except KeyboardInterrupt as e:
         raise B.BenchError(f"interrupted ({str(e) or 'SIGINT'}): every mount was unmounted") from e
     finally:
@@ -251,6 +265,16 @@ def run_train(args: argparse.Namespace) -> Any:
     return report(args, targets, facts)
 
 
+def runs_of(targets: Sequence[Target], key: str) -> Callable[[Json], str]:
+    by_key = {t.key: t for t in targets}
+
+    def cell(m: Json) -> str:
+        values = [r.get(key) for r in by_key[m["key"]].runs]
+        return ", ".join(B.fmt_s(v) for v in values if v is not None) or "n/a"
+
+    return cell
+
+
 def report(args: argparse.Namespace, targets: Sequence[Target], facts: Json) -> Any:
     m = B.machine_info(args.workdir)
     versions = {t.key: t.version() for t in targets}
@@ -274,7 +298,18 @@ def report(args: argparse.Namespace, targets: Sequence[Target], facts: Json) -> 
             (f"{w} workers: warm s", secs(f"w{w}_warm_seconds")),
             ("× native", x(f"w{w}_warm_seconds")),
         ]
+    cpu_cols: list[tuple[str, Callable[[Json], str]]] = []
+    run_cols: list[tuple[str, Callable[[Json], str]]] = []
+    for w in args.workers:
+        for state in STATES:
+            k = f"w{w}_{state}"
+            cpu_cols += [
+                (f"{w} workers, {state}: loader", secs(f"{k}_loader_cpu_seconds")),
+                ("daemon", secs(f"{k}_daemon_cpu_seconds")),
+            ]
+            run_cols.append((f"{w} workers, {state}", runs_of(targets, f"{k}_seconds")))
     rows = [B.TableRow(f"{t.key} (FAILED)" if t.error else t.key, t.median) for t in targets]
+    run_rows = [B.TableRow(t.key, {"key": t.key} if t.runs else None) for t in targets]
     loader = next((t.median["loader"] for t in targets if t.median), "?")
     cache = (
         "cold = a fresh mount and `sync; echo 3 > /proc/sys/vm/drop_caches` before the epoch"
@@ -304,6 +339,13 @@ def report(args: argparse.Namespace, targets: Sequence[Target], facts: Json) -> 
         "\n".join(about),
         intro,
         B.md_table("tool", rows, cols),
+        "CPU-seconds of an epoch (medians): the loader = user + system time of the epoch "
+        "process and its workers (from wait4); daemon = utime + stime of the mount's daemon "
+        "from /proc/PID/stat before and after. On 2 cores shared with other work these move "
+        "less than wall times do.",
+        B.md_table("tool", rows, cpu_cols),
+        "Every repeat's epoch, s (in run order):",
+        B.md_table("tool", run_rows, run_cols),
         B.commands_block([(t.key, t.commands) for t in targets]),
     ]
     failed = [t for t in targets if t.error]
