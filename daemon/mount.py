@@ -276,6 +276,25 @@ async def _poll_versions(view: VersionsView, mount: Mounted) -> None:
         for name in changed:
             log.info("root changed: %s", os.fsdecode(name))
         await mount.invalidate_root(changed)
+        dropped = {int(n[2:]) for n in changed if n[2:].isdigit() and n.startswith(b"@v")
+                   and int(n[2:]) not in view.versions}
+        if dropped and mount.versions is not None:
+            await _forget_dropped(mount, dropped)
+
+
+async def _forget_dropped(mount: Mounted, numbers: set[int]) -> None:
+    """Make the kernel drop every name it caches in dropped versions. Files open there stay
+    readable; once closed, the kernel forgets them and the versions are unpinned (gc may then
+    take their data). Directory listings are read in a worker thread."""
+    assert mount.versions is not None
+    dirs = mount.ops.dropped_directories(numbers)
+    if not dirs:
+        return
+    try:
+        names = await trio.to_thread.run_sync(mount.ops.names_to_forget, dirs)
+        await trio.to_thread.run_sync(mount.versions.invalidate_entries_blocking, names)
+    except Exception:
+        log.exception("could not make the kernel forget dropped versions")
 
 
 def _tidy_store(view: VersionsView, polls: int) -> None:

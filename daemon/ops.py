@@ -39,8 +39,9 @@ from daemon.fuse import (
 from daemon.guard import guarded
 from vfs.errors import DsfsError, NoEntry
 from vfs.head.state import HEAD_ROOT
-from vfs.ids import ChunkId
+from vfs.ids import ChunkId, TreeId
 from vfs.inodes import ROOT_INO, to_head
+from vfs.model import Kind
 from vfs.view import Attr, DirHandle, FileHandle, VersionsView
 
 log = logging.getLogger("dsfs.mount")
@@ -106,6 +107,28 @@ class Operations:
             return self.view.path_of(self.view.node(args[0]))
         except DsfsError:
             return op
+
+    def dropped_directories(self, numbers: set[int]) -> list[tuple[int, int, bytes, TreeId]]:
+        """(inode, parent inode, name, tree) of every directory the kernel holds in versions
+        that were dropped: their names must leave the kernel's cache, so that a file still
+        open there is forgotten (and its version unpinned) once it is closed."""
+        return [(n.ino, n.parent, n.entry.name, n.entry.tree)
+                for n in self.view.inodes.nodes()
+                if n.version in numbers and n.entry.kind == Kind.DIR and n.entry.ref]
+
+    def names_to_forget(self, dirs: list[tuple[int, int, bytes, TreeId]]
+                        ) -> list[tuple[int, bytes]]:
+        """The (parent, name) pairs to invalidate for `dropped_directories` (worker thread:
+        reads the directories' listings), children before their directories."""
+        out: list[tuple[int, bytes]] = []
+        for ino, parent, name, tree in dirs:
+            try:
+                out.extend((ino, e.name) for e in self.view.store.trees.entries_from(tree, 0))
+            except DsfsError as exc:  # gc removed it already: the kernel forgets it anyway
+                log.info("could not list a dropped directory: %s", exc)
+            if parent:
+                out.append((parent, name))
+        return out
 
     # -- names and attributes --------------------------------------------------------------
 

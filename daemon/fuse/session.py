@@ -235,6 +235,12 @@ class Session:
         msg = proto.INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0"
         await trio.to_thread.run_sync(self._notify, proto.NOTIFY_INVAL_ENTRY, msg)
 
+    def invalidate_entries_blocking(self, entries: list[tuple[int, bytes]]) -> None:
+        """`invalidate_entry` for many names at once, in the calling (worker) thread."""
+        for parent, name in entries:
+            msg = proto.INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0"
+            self._notify(proto.NOTIFY_INVAL_ENTRY, msg)
+
     async def invalidate_inode(self, ino: int) -> None:
         """Drop the kernel's cached attributes, pages and listing of an inode."""
         msg = proto.INVAL_INODE_OUT.pack(ino, 0, 0)
