@@ -21,6 +21,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,10 @@ def canonical(mountpoint: Path | str) -> str:
     """The path /proc/self/mounts shows for a mountpoint: its parent with symlinks resolved,
     and its own name (never resolving the mountpoint itself, which may not answer)."""
     path = os.path.abspath(mountpoint)
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    parent, name = os.path.split(path)
+    if name == "@head":  # MNT/@head: never resolve MNT itself, its daemon may not answer
+        return os.path.join(canonical(parent), name)
+    return os.path.join(os.path.realpath(parent), name)
 
 
 def mounted_at(mountpoint: Path) -> tuple[str, str] | None:
@@ -94,7 +98,7 @@ def mounted_at(mountpoint: Path) -> tuple[str, str] | None:
 
 def is_stale(mountpoint: Path) -> bool:
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)  # always a request (a stat may be answered from the cache)
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False
@@ -380,6 +384,9 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
         store.close()
         raise MountError(str(exc)) from None
     mount.versions = Session(fd, handlers, config, "versions")
+    if mount.head_ops is not None:
+        # nobody sees the versions before @head is mounted inside them: one atomic mount
+        mount.versions.opening = mount.ops.head_mounted
     info = runtime_file(opts.mountpoint)
     info.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(opts.mountpoint)}))
     clean = False
@@ -402,6 +409,8 @@ async def _mount_head(mount: Mounted, allow_other: bool) -> None:
     where = str(mount.mountpoint / "@head")
 
     def mount_here() -> int:
+        assert mount.versions is not None
+        mount.versions.opening_pids.add(threading.get_native_id())
         return fuse_mount(where, read_only=False, allow_other=allow_other)
 
     try:

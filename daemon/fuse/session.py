@@ -103,6 +103,11 @@ class Session:
         self.proto_minor = 0
         self._nursery: trio.Nursery | None = None
         self.closed = False
+        self.opening: trio.Event | None = None
+        """While set and not yet fired, requests wait for it: the mount is not complete yet
+        (daemon.mount mounts @head inside it). Requests of `opening_pids` (the thread or
+        process mounting) and of the kernel itself pass."""
+        self.opening_pids: set[int] = set()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -147,6 +152,12 @@ class Session:
             self._reply_error(unique, errno.ENOSYS)
             return
         self.counts[op.name] += 1
+        if self.opening is not None:
+            if self.opening.is_set():
+                self.opening = None
+            elif pid and pid not in self.opening_pids and op not in NO_REPLY:
+                self._wait_then_dispatch(bytes(req), self.opening)
+                return
         ctx = RequestContext(uid, gid, pid)
         try:
             decoder = _DECODERS.get(op)
@@ -172,6 +183,16 @@ class Session:
             self._start(op, unique, value, encode)
             return
         self._answer(unique, encode, value)
+
+    def _wait_then_dispatch(self, req: bytes, opened: trio.Event) -> None:
+        assert self._nursery is not None
+
+        async def later() -> None:
+            await opened.wait()
+            self.counts[Op(proto.IN_HEADER.unpack_from(req)[1]).name] -= 1  # counted twice
+            self._dispatch(memoryview(req))
+
+        self._nursery.start_soon(later)
 
     def _start(self, op: Op, unique: int, coro: Coroutine[Any, Any, Any],
                encode: Callable[[Any], list[bytes | memoryview]] | None) -> None:
