@@ -9,6 +9,7 @@ import lmdb
 import pytest
 import trio
 
+from daemon.headservice import Mounted
 from daemon.mount import _poll_versions
 from daemon.ops import Operations
 from tests.treeutil import write
@@ -41,7 +42,7 @@ async def test_an_unknown_lmdb_error_in_the_poll_is_logged_and_retried(
     view.fail_next = True
     view.calls = 0
     with caplog.at_level(logging.WARNING), trio.move_on_after(10):
-        await _poll_versions(view, Operations(view))
+        await _poll_versions(view, Mounted(tmp_path / "mnt", Operations(view)))
     assert view.calls > 3  # the poll went on after the error
     assert "could not re-read the version log" in caplog.text
     assert "MDB_BAD_TXN" in caplog.text
