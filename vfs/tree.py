@@ -192,7 +192,7 @@ def _peel(reader: TreeReader, oid: ObjectId) -> TreeId:
 class Page:
     """A decoded tree page."""
 
-    __slots__ = ("entries", "level", "names", "rows", "total")
+    __slots__ = ("before", "entries", "level", "names", "rows", "total")
 
     def __init__(self, raw: bytes) -> None:
         level, total, items = schema.dec_msg(raw)
@@ -208,6 +208,12 @@ class Page:
             self.entries = []
             self.rows = [(bytes(n), ObjectId(bytes(o)), c) for n, o, c in items]
             self.names = [r[0] for r in self.rows]
+            before = self.before = [0] * len(self.rows)
+            """For an inner page: the entries of its rows before each row."""
+            total = 0
+            for i, row in enumerate(self.rows):
+                before[i] = total
+                total += row[2]
 
 
 def check_names(names: list[bytes]) -> None:
@@ -332,7 +338,7 @@ class TreeReader:
             i = bisect.bisect_right(page.names, name) - 1
             if i < 0:
                 return None
-            before += sum(r[2] for r in page.rows[:i])
+            before += page.before[i]
             page = fetch(page.rows[i][1])
         i = bisect.bisect_left(page.names, name)
         if i < len(page.names) and page.names[i] == name:
@@ -351,13 +357,11 @@ class TreeReader:
     def _entry_at(tree: TreeId, index: int, fetch: Callable[[ObjectId], Page]) -> Entry | None:
         page = fetch(ObjectId(tree))
         while page.level > 0:
-            for _, child, count in page.rows:
-                if index < count:
-                    page = fetch(child)
-                    break
-                index -= count
-            else:
+            if not 0 <= index < page.total:
                 return None
+            i = bisect.bisect_right(page.before, index) - 1
+            index -= page.before[i]
+            page = fetch(page.rows[i][1])
         return page.entries[index] if 0 <= index < len(page.entries) else None
 
     def entries_from(self, tree: TreeId, index: int, wait: bool = True) -> Iterator[Entry]:
@@ -398,10 +402,11 @@ class TreeReader:
             if index < len(page.entries):
                 yield page, index
             return
-        for _, child, count in page.rows:
-            if index >= count:
-                index -= count
-                continue
+        if index >= page.total:
+            return
+        first = max(0, bisect.bisect_right(page.before, index) - 1)
+        index -= page.before[first]
+        for _, child, _ in page.rows[first:]:
             yield from self._leaves_from(child, index, fetch)
             index = 0
 

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from vfs.content import FileContent
 from vfs.errors import (
@@ -149,7 +149,7 @@ def _link_entry(name: bytes, target: bytes, when: int, uid: int, gid: int) -> En
     return Entry(name, Kind.SYMLINK, stat.S_IFLNK | 0o777, uid, gid, when, len(target), target)
 
 
-_IN_VERSION = Role.IN_VERSION
+_IN_VERSION, _VERSION_DIR = Role.IN_VERSION, Role.VERSION_DIR
 _DIR, _FILE, _SYMLINK = Kind.DIR, Kind.FILE, Kind.SYMLINK
 
 
@@ -266,12 +266,16 @@ class VersionsView:
 
     def _tree(self, version: int, call: Callable[[bool], T], wait: bool) -> T:
         """`call(wait)` (a read of the store) with a missing object of a dropped version made
-        ESTALE, also when it happens in the load of a WouldBlock."""
+        ESTALE, also when it happens in the load of a WouldBlock. (Not `dropped_is_stale`:
+        a generator-based context manager cost a microsecond per lookup.)"""
         try:
-            with self.dropped_is_stale(version):
-                return call(wait)
+            return call(wait)
         except WouldBlock as exc:
             raise WouldBlock(self._stale_load(version, exc.load), str(exc)) from None
+        except ObjectMissing:
+            if version and self._dropped(version):
+                raise StaleHandle(f"v{version} was dropped and gc removed its data") from None
+            raise
 
     def _stale_load(self, version: int, load: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
@@ -333,13 +337,15 @@ class VersionsView:
             raise WouldBlock(load, "a chunk list")
         return load()
 
-    def _attr(self, node: Node, facts: tuple[int, int, int]) -> Attr:
+    @staticmethod
+    def _attr(node: Node, facts: tuple[int, int, int]) -> Attr:
         e = node.entry
         nlink, size, used = facts
-        immutable = node.role is _IN_VERSION or node.role is Role.VERSION_DIR
-        timeout = LONG_TIMEOUT if immutable else ROOT_TIMEOUT
-        return Attr(node.ino, e.mode, nlink, e.uid, e.gid, size, blocks_of(used), e.mtime_ns,
-                    e.mtime_ns, timeout, None, e.rdev)
+        role = node.role
+        return Attr(node.ino, e.mode, nlink, e.uid, e.gid, size,
+                    (used + BLOCK - 1) // BLOCK * (BLOCK // 512), e.mtime_ns, e.mtime_ns,
+                    LONG_TIMEOUT if role is _IN_VERSION or role is _VERSION_DIR else ROOT_TIMEOUT,
+                    None, e.rdev)
 
     def child_node(self, parent: Node, entry: Entry, index: int) -> Node:
         """The node of the entry at `index` of directory `parent`.
@@ -496,16 +502,15 @@ class VersionsView:
         it stands, and the call again from the offset after the last entry taken goes on
         there, nothing lost or repeated.
         """
-        for name, node, _, nxt in self._listing(handle, offset, wait, plus=False):
+        for name, node, _, nxt in self._listing(handle, offset, wait, False):
             yield name, node, nxt
 
     def readdirplus(self, handle: DirHandle, offset: int, *, wait: bool = True
                     ) -> Iterator[tuple[bytes, Node, Attr, int]]:
         """`readdir` with each entry's attributes (READDIRPLUS). A WouldBlock for an entry's
         attributes too comes before its node is made."""
-        for name, node, attr, nxt in self._listing(handle, offset, wait, plus=True):
-            assert attr is not None
-            yield name, node, attr, nxt
+        return cast(Iterator[tuple[bytes, Node, Attr, int]],
+                    self._listing(handle, offset, wait, True))
 
     def _listing(self, handle: DirHandle, offset: int, wait: bool, plus: bool
                  ) -> Iterator[tuple[bytes, Node, Attr | None, int]]:
@@ -524,18 +529,21 @@ class VersionsView:
         self._check_live(node)
         version = node.version
         self._pin_for(version, wait)
-        trees = self.store.trees
+        facts, make, child_node = self._facts, self._attr, self.child_node
         pos = offset
         try:
-            with self.dropped_is_stale(version):
-                for entry in trees.entries_from(node.entry.tree, offset, wait):
-                    facts = self._facts(entry, version, wait) if plus else None
-                    child = self.child_node(node, entry, pos)
-                    pos += 1
-                    yield entry.name, child, \
-                        self._attr(child, facts) if facts is not None else None, pos
+            for entry in self.store.trees.entries_from(node.entry.tree, offset, wait):
+                attr_facts = facts(entry, version, wait) if plus else None
+                child = child_node(node, entry, pos)
+                pos += 1
+                yield entry.name, child, \
+                    make(child, attr_facts) if attr_facts is not None else None, pos
         except WouldBlock as exc:
             raise WouldBlock(self._stale_load(version, exc.load), str(exc)) from None
+        except ObjectMissing:
+            if self._dropped(version):
+                raise StaleHandle(f"v{version} was dropped and gc removed its data") from None
+            raise
         finally:
             handle.position = pos
 
