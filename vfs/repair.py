@@ -121,7 +121,9 @@ class _Fixer:
             page = None
             if problem is None:
                 try:
-                    page = self.store.trees.page(oid)
+                    found = self.store.trees.page(oid)
+                    leaf = found.entries  # decoded as they are read (vfs.tree.Page)
+                    page = found
                 except (CorruptData, ValueError, TypeError) as exc:
                     problem = str(exc)
             if page is None:
@@ -130,7 +132,7 @@ class _Fixer:
                                           f"{problem}"))
                 continue
             if page.level == 0:
-                entries.extend(page.entries)
+                entries.extend(leaf)
             else:
                 stack.extend(reversed([(r[1], r[2]) for r in page.rows]))
         return entries, lost

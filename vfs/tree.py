@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import blake3
+import msgpack
 
 from vfs import schema
 from vfs.errors import CorruptData, WouldBlock
@@ -190,30 +191,83 @@ def _peel(reader: TreeReader, oid: ObjectId) -> TreeId:
 
 
 class Page:
-    """A decoded tree page."""
+    """A decoded tree page.
 
-    __slots__ = ("before", "entries", "level", "names", "rows", "total")
+    A leaf keeps its rows as msgpack gave them (tuples of ints and bytes) and makes an Entry
+    only when one is asked for: a cache of thousands of pages then holds no objects the cyclic
+    garbage collector has to walk (CPython stops tracking such tuples), where decoded entries
+    made its passes cost as much as decoding them (half of a 1,000,000-file listing)."""
+
+    __slots__ = ("_rows", "before", "level", "names", "rows", "total")
 
     def __init__(self, raw: bytes) -> None:
-        level, total, items = schema.dec_msg(raw)
+        level, total, items = _unpack_page(raw)
         self.level: int = level
         self.total: int = total
+        self.rows: list[tuple[bytes, ObjectId, int]] = []
+        self.before: list[int] = []
+        """For an inner page: the entries of its rows before each row."""
         if level == 0:
-            decode = Entry.decode
-            self.entries: list[Entry] = [decode(r) for r in items]
-            self.names: list[bytes] = [e.name for e in self.entries]
+            self._rows: tuple[Any, ...] = items
+            self.names: list[bytes] = [r[0] for r in items]
             check_names(self.names)
-            self.rows: list[tuple[bytes, ObjectId, int]] = []
         else:
-            self.entries = []
+            self._rows = ()
             self.rows = [(bytes(n), ObjectId(bytes(o)), c) for n, o, c in items]
             self.names = [r[0] for r in self.rows]
             before = self.before = [0] * len(self.rows)
-            """For an inner page: the entries of its rows before each row."""
-            total = 0
+            count = 0
             for i, row in enumerate(self.rows):
-                before[i] = total
-                total += row[2]
+                before[i] = count
+                count += row[2]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def entry(self, i: int) -> Entry:
+        """The entry at position `i` of a leaf."""
+        return _decode(self._rows[i])
+
+    def rows_from(self, i: int) -> tuple[Any, ...]:
+        """A leaf's rows from position `i` on (decode each with `Entry.decode`)."""
+        return self._rows[i:] if i else self._rows
+
+    def entries_from(self, i: int) -> Iterator[Entry]:
+        try:
+            for row in self._rows[i:] if i else self._rows:
+                yield Entry.decode(row)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptData(f"tree page holds a damaged entry ({exc})") from None
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every entry of a leaf (none for an inner page)."""
+        return [_decode(r) for r in self._rows]
+
+    def subdirs(self) -> int:
+        """How many of a leaf's entries are directories (no entry is made)."""
+        return sum(1 for r in self._rows if r[1] == _DIR_KIND)
+
+
+_DIR_KIND = int(Kind.DIR)
+
+
+def _unpack_page(raw: bytes) -> tuple[int, int, Any]:
+    """[level, total, items] with every array a tuple (see Page)."""
+    try:
+        level, total, items = msgpack.unpackb(raw, raw=False, use_list=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CorruptData(f"a damaged tree page ({exc})") from None
+    if type(level) is not int or type(total) is not int or type(items) is not tuple:
+        raise CorruptData("a damaged tree page (not [level, total, items])")
+    return level, total, items
+
+
+def _decode(row: Any) -> Entry:
+    try:
+        return Entry.decode(row)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptData(f"tree page holds a damaged entry ({exc})") from None
 
 
 def check_names(names: list[bytes]) -> None:
@@ -222,7 +276,10 @@ def check_names(names: list[bytes]) -> None:
     on its own cost a third of decoding a page.)"""
     if not names:
         return
-    joined = b"\0".join(names)
+    try:
+        joined = b"\0".join(names)
+    except TypeError:
+        raise CorruptData("tree page holds a name that is not bytes") from None
     if b"/" in joined or joined.count(b"\0") != len(names) - 1 or b"" in names \
             or b"." in names or b".." in names:
         bad = next(n for n in names if not n or n in (b".", b"..") or b"/" in n or b"\0" in n)
@@ -274,10 +331,12 @@ class TreeReader:
             return page
 
     def _peek(self, oid: ObjectId) -> Page:
-        page = self.cached(oid)
-        if page is None:
-            raise _Miss
-        return page
+        with self._lock:
+            page = self._cache.get(oid)
+            if page is None:
+                raise _Miss
+            self._cache.move_to_end(oid)
+            return page
 
     def _fetch(self, wait: bool) -> Callable[[ObjectId], Page]:
         return self.page if wait else self._peek
@@ -305,10 +364,7 @@ class TreeReader:
         count = 0
         for leaf in self.leaf_pages(tree):
             page = self.cached(leaf)
-            if page is not None:
-                count += sum(1 for e in page.entries if e.kind == Kind.DIR)
-            else:
-                count += _raw_subdirs(self._get(leaf, ObjType.TREE))
+            count += (page if page is not None else Page(self._get(leaf, ObjType.TREE))).subdirs()
         with self._lock:
             self._subdirs[tree] = count
             while len(self._subdirs) > 4 * self._max:
@@ -342,7 +398,7 @@ class TreeReader:
             page = fetch(page.rows[i][1])
         i = bisect.bisect_left(page.names, name)
         if i < len(page.names) and page.names[i] == name:
-            return page.entries[i], before + i
+            return page.entry(i), before + i
         return None
 
     def entry_at(self, tree: TreeId, index: int, wait: bool = True) -> Entry | None:
@@ -362,7 +418,7 @@ class TreeReader:
             i = bisect.bisect_right(page.before, index) - 1
             index -= page.before[i]
             page = fetch(page.rows[i][1])
-        return page.entries[index] if 0 <= index < len(page.entries) else None
+        return page.entry(index) if 0 <= index < len(page) else None
 
     def entries_from(self, tree: TreeId, index: int, wait: bool = True) -> Iterator[Entry]:
         """Entries from a position on, skipping whole pages by their counts.
@@ -371,19 +427,18 @@ class TreeReader:
         everything yielded before stays valid, and iterating again from `index` plus the number
         of entries taken continues exactly there. Its load reads that page and a few after it.
         """
-        if wait:
-            for page, start in self._leaves_from(ObjectId(tree), index, self.page):
-                yield from page.entries[start:]
-            return
+        decode = Entry.decode
         pos = index
         try:
-            for page, start in self._leaves_from(ObjectId(tree), index, self._peek):
-                for entry in page.entries[start:] if start else page.entries:
-                    yield entry
+            for page, start in self._leaves_from(ObjectId(tree), index, self._fetch(wait)):
+                for row in page.rows_from(start):  # one generator for the whole listing
+                    yield decode(row)
                     pos += 1
         except _Miss:
             at = pos
             raise WouldBlock(lambda: self.load_from(tree, at), "a directory's pages") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptData(f"tree page holds a damaged entry ({exc})") from None
 
     def load_from(self, tree: TreeId, index: int, pages: int = LOAD_AHEAD) -> None:
         """Read into the cache the leaf page holding position `index` and up to `pages` - 1
@@ -399,7 +454,7 @@ class TreeReader:
         """(leaf page, first position to take in it) from the leaf holding `index` on."""
         page = fetch(oid)
         if page.level == 0:
-            if index < len(page.entries):
+            if index < len(page):
                 yield page, index
             return
         if index >= page.total:
@@ -418,7 +473,7 @@ class TreeReader:
         page = self.page(oid)
         if page.level == 0:
             i = 0 if after is None else bisect.bisect_right(page.names, after)
-            yield from page.entries[i:]
+            yield from page.entries_from(i)
             return
         i = 0 if after is None else max(0, bisect.bisect_right(page.names, after) - 1)
         for _, child, _ in page.rows[i:]:
@@ -438,11 +493,3 @@ class TreeReader:
             else:
                 stack.extend(reversed([r[1] for r in page.rows]))
         return out
-
-
-def _raw_subdirs(raw: bytes) -> int:
-    """Directories among a leaf page's rows, without decoding its entries."""
-    level, _, items = schema.dec_msg(raw)
-    if level != 0:
-        raise CorruptData("a tree's leaf list names an inner page")
-    return sum(1 for r in items if r[1] == Kind.DIR)
