@@ -7,6 +7,8 @@ Never imports: daemon, trio, pyfuse3.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class DsfsError(Exception):
     """Base of every expected error. The message says what is wrong and what to do."""
@@ -148,3 +150,19 @@ class UnsafeStore(UserError):
     """The store's files could be changed by another user: refused."""
 
     exit_code = 3
+
+
+class WouldBlock(Exception):
+    """A call made with `wait=False` needs data that is not in memory.
+
+    Deliberately not a DsfsError: it maps to no errno. The event loop runs `load` in a worker
+    thread (it reads what was missing into the store's caches; it touches only thread-safe parts
+    of the store), then makes the same call again. The call left nothing half done, so the retry
+    starts afresh (it may raise WouldBlock again if a cache evicted what was loaded meanwhile).
+    `load` may raise the FsError or CorruptData the call itself would raise (a damaged page, a
+    version gc removed): that is the call's answer.
+    """
+
+    def __init__(self, load: Callable[[], object], what: str = "") -> None:
+        super().__init__(what or "data not in memory")
+        self.load = load

@@ -30,7 +30,7 @@ from vfs.chunking import (
     prepare_batch,
     prepare_file,
 )
-from vfs.errors import UserError
+from vfs.errors import CorruptData, UserError
 from vfs.ids import ObjType, hash_bytes
 from vfs.model import (
     EMPTY_CONTENT,
@@ -244,15 +244,17 @@ class Importer:
         if size != job.st.st_size:
             self.warnings.append(f"{os.fsdecode(job.rel)}: changed size while being read; "
                                  f"recorded the {size} bytes read")
-        self._place_file(job, ref, size)
+        self._place_file(job, ref, size, sum(s.length for s in spans if s.cid is not None))
         self.cache_updates[schema.filecache_key(self.src, job.rel)] = schema.enc_checked(
             [size, job.st.st_mtime_ns, job.st.st_ino, job.st.st_ctime_ns, ref])
         self.progress.advance(size, 1)
 
-    def _place_file(self, job: _File, ref: ContentRef, size: int) -> None:
+    def _place_file(self, job: _File, ref: ContentRef, size: int, allocated: int) -> None:
+        """`allocated`: the bytes holding data (holes excluded), recorded for `stat`."""
         st = job.st
         job.entry = Entry(job.name, Kind.FILE, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
-                          size, ref, job.xattrs, job.link, st.st_nlink if job.link else 1)
+                          size, ref, job.xattrs, job.link, st.st_nlink if job.link else 1,
+                          allocated=allocated)
         job.dir.entries[job.slot] = job.entry
         self.files += 1
         self.logical += size
@@ -262,7 +264,7 @@ class Importer:
             self.skipped.append(Skipped(os.fsdecode(job.rel), "hard link to a file that "
                                         "could not be read"))
             return
-        self._place_file(job, ContentRef(first.ref), first.size)
+        self._place_file(job, ContentRef(first.ref), first.size, first.allocated)
 
     def _cached_ref(self, rel: bytes, st: os.stat_result) -> ContentRef | None:
         txn = self.writer.snapshot()
@@ -296,8 +298,16 @@ class Importer:
         if link:
             self.links[(st.st_dev, st.st_ino)] = job
         ref = self._cached_ref(rel, st)
+        allocated = st.st_size
+        if ref is not None and ref_kind(ref) == REF_LIST:
+            # its data bytes are read from its chunk list (one small metadata object): the
+            # entry must be the same whether the file was read or skipped
+            try:
+                allocated = self.store.contents.allocated(ref, st.st_size)
+            except CorruptData:
+                ref = None  # read the file again
         if ref is not None:
-            self._place_file(job, ref, st.st_size)
+            self._place_file(job, ref, st.st_size, allocated)
             self.reused += 1
             self.progress.advance(st.st_size, 1)
             return
@@ -317,7 +327,8 @@ class Importer:
         tree = build_tree(entries, self.writer.put_meta)
         st = ctx.st
         entry = Entry(os.path.basename(ctx.rel), Kind.DIR, st.st_mode, st.st_uid, st.st_gid,
-                      st.st_mtime_ns, len(entries), tree, ctx.xattrs)
+                      st.st_mtime_ns, len(entries), tree, ctx.xattrs,
+                      subdirs=sum(1 for e in entries if e.kind == Kind.DIR))
         self.dirs += 1
         if ctx.parent is None:
             self.root_entry = entry

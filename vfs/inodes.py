@@ -73,6 +73,10 @@ class Node:
     parent: int = 0
     """The directory this node was first found in (for naming it in logs)."""
     lookups: int = 0
+    held: int = 0
+    """For a directory: the lookups the kernel holds of its positional children (they have no
+    node of their own). The directory's node stays while any are held, so those children can
+    always be found and their forgets counted."""
 
 
 class InodeTable:
@@ -92,6 +96,10 @@ class InodeTable:
 
     def get(self, ino: int) -> Node | None:
         return self._nodes.get(ino)
+
+    def nodes_of(self, version: int) -> list[Node]:
+        """The table's nodes of one version (directories and hard links; not positional)."""
+        return [n for n in self._nodes.values() if n.version == version]
 
     def add_root(self, entry: Entry) -> Node:
         node = Node(ROOT_INO, Role.ROOT, entry, 0, ("root",), lookups=1)
@@ -113,24 +121,48 @@ class InodeTable:
         self._by_key[key] = node.ino
         return node
 
-    def remember(self, node: Node, count: int = 1) -> None:
-        """The kernel took `count` more references (lookup, readdirplus, create)."""
+    def remember(self, node: Node, count: int = 1) -> bool:
+        """The kernel took `count` more references (lookup, readdirplus, create). False if
+        they cannot be counted (a positional node whose directory is no longer known)."""
         if node.key is not None:
+            if self._nodes.get(node.ino) is not node:  # dropped as unreferenced meanwhile
+                self._nodes[node.ino] = node
+                self._by_key.setdefault(node.key, node.ino)
             node.lookups += count
+            return True
+        parent = self._nodes.get(node.parent)
+        if parent is None:
+            return False
+        parent.held += count
+        return True
 
-    def forget(self, ino: int, count: int) -> None:
+    def forget(self, ino: int, count: int) -> tuple[Node | None, int]:
+        """The kernel dropped `count` references to `ino`: (the node that counted them - for a
+        positional inode its directory's - and how many of them were counted)."""
         node = self._nodes.get(ino)
-        if node is None or node.role == Role.ROOT:
-            return
-        node.lookups -= count
-        if node.lookups <= 0:
-            del self._nodes[ino]
-            if self._by_key.get(node.key) == ino:
+        if node is not None:
+            if node.role == Role.ROOT:
+                return None, 0
+            taken = min(count, max(node.lookups, 0))
+            node.lookups -= taken
+            self._maybe_drop(node)
+            return node, taken
+        where = split_file_ino(ino)
+        parent = self._nodes.get(where[0]) if where is not None else None
+        if parent is None:
+            return None, 0
+        taken = min(count, max(parent.held, 0))
+        parent.held -= taken
+        self._maybe_drop(parent)
+        return parent, taken
+
+    def _maybe_drop(self, node: Node) -> None:
+        if node.lookups <= 0 and node.held <= 0 and node.role != Role.ROOT:
+            self._nodes.pop(node.ino, None)
+            if self._by_key.get(node.key) == node.ino:
                 del self._by_key[node.key]
 
     def drop_unreferenced(self, node: Node) -> None:
         """Forget a node made for a reply the kernel did not take."""
-        if node.key is not None and node.lookups <= 0 and node.role != Role.ROOT:
-            self._nodes.pop(node.ino, None)
-            if self._by_key.get(node.key) == node.ino:
-                del self._by_key[node.key]
+        if node.key is not None:
+            self._maybe_drop(node)

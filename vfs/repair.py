@@ -62,6 +62,8 @@ class _Fixed:
     tree: TreeId
     count: int
     lost: list[LostPath]
+    subdirs: int = -1
+    """Directories among its entries (what the entry naming it records, `Entry.subdirs`)."""
 
 
 class _Fixer:
@@ -89,7 +91,8 @@ class _Fixer:
                 sub = self.tree(e.tree)
                 if sub.tree != e.tree:
                     changed = True
-                    e = dataclasses.replace(e, ref=bytes(sub.tree), size=sub.count)
+                    e = dataclasses.replace(e, ref=bytes(sub.tree), size=sub.count,
+                                            subdirs=sub.subdirs)
                 lost += [LostPath(_join(e.name, x.path), x.problem) for x in sub.lost]
             elif e.kind == Kind.FILE:
                 problem = self._file_problem(e)
@@ -98,11 +101,12 @@ class _Fixer:
                     lost.append(LostPath(e.name, problem))
                     continue
             kept.append(e)
+        subdirs = sum(1 for e in kept if e.kind == Kind.DIR)
         if changed:
             assert self.writer is not None
-            fixed = _Fixed(build_tree(kept, self.writer.put_meta), len(kept), lost)
+            fixed = _Fixed(build_tree(kept, self.writer.put_meta), len(kept), lost, subdirs)
         else:
-            fixed = _Fixed(tree, len(kept), [])
+            fixed = _Fixed(tree, len(kept), [], subdirs)
         self.memo[tree] = fixed
         return fixed
 
@@ -117,7 +121,9 @@ class _Fixer:
             page = None
             if problem is None:
                 try:
-                    page = self.store.trees.page(oid)
+                    found = self.store.trees.page(oid)
+                    leaf = found.entries  # decoded as they are read (vfs.tree.Page)
+                    page = found
                 except (CorruptData, ValueError, TypeError) as exc:
                     problem = str(exc)
             if page is None:
@@ -126,7 +132,7 @@ class _Fixer:
                                           f"{problem}"))
                 continue
             if page.level == 0:
-                entries.extend(page.entries)
+                entries.extend(leaf)
             else:
                 stack.extend(reversed([(r[1], r[2]) for r in page.rows]))
         return entries, lost
@@ -252,7 +258,7 @@ def _rewrite_versions(store: Store, found: VerifyReport, report: RepairReport,
                 previous = version.repair.lost if version.repair is not None else ()
                 original = version.repair.original_root if version.repair else version.root
                 root_entry = dataclasses.replace(version.root_entry, ref=bytes(fixed.tree),
-                                                 size=fixed.count)
+                                                 size=fixed.count, subdirs=fixed.subdirs)
                 repair = Repair(time.time_ns(), (*previous, *fixed.lost), bytes(original))
                 store.rerecord_version(writer, dataclasses.replace(
                     version, root_entry=root_entry, repair=repair))

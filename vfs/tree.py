@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import blake3
+import msgpack
 
 from vfs import schema
-from vfs.errors import CorruptData
+from vfs.errors import CorruptData, WouldBlock
 from vfs.ids import ObjectId, ObjType, TreeId
 from vfs.model import Entry, Kind
 
@@ -190,30 +191,116 @@ def _peel(reader: TreeReader, oid: ObjectId) -> TreeId:
 
 
 class Page:
-    """A decoded tree page."""
+    """A decoded tree page.
 
-    __slots__ = ("entries", "level", "names", "rows", "total")
+    A leaf keeps its rows as msgpack gave them (tuples of ints and bytes) and makes an Entry
+    only when one is asked for: a cache of thousands of pages then holds no objects the cyclic
+    garbage collector has to walk (CPython stops tracking such tuples), where decoded entries
+    made its passes cost as much as decoding them (half of a 1,000,000-file listing)."""
+
+    __slots__ = ("_rows", "before", "level", "names", "rows", "total")
 
     def __init__(self, raw: bytes) -> None:
-        level, total, items = schema.dec_msg(raw)
+        level, total, items = _unpack_page(raw)
         self.level: int = level
         self.total: int = total
+        self.rows: list[tuple[bytes, ObjectId, int]] = []
+        self.before: list[int] = []
+        """For an inner page: the entries of its rows before each row."""
         if level == 0:
-            self.entries: list[Entry] = [Entry.decode(r) for r in items]
-            self.names: list[bytes] = [e.name for e in self.entries]
-            for name in self.names:
-                if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
-                    # a stored name must never lead outside its directory
-                    raise CorruptData(f"tree page holds an invalid name {name!r}")
-            self.rows: list[tuple[bytes, ObjectId, int]] = []
+            self._rows: tuple[Any, ...] = items
+            self.names: list[bytes] = [r[0] for r in items]
+            check_names(self.names)
         else:
-            self.entries = []
+            self._rows = ()
             self.rows = [(bytes(n), ObjectId(bytes(o)), c) for n, o, c in items]
             self.names = [r[0] for r in self.rows]
+            before = self.before = [0] * len(self.rows)
+            count = 0
+            for i, row in enumerate(self.rows):
+                before[i] = count
+                count += row[2]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def entry(self, i: int) -> Entry:
+        """The entry at position `i` of a leaf."""
+        return _decode(self._rows[i])
+
+    def rows_from(self, i: int) -> tuple[Any, ...]:
+        """A leaf's rows from position `i` on (decode each with `Entry.decode`)."""
+        return self._rows[i:] if i else self._rows
+
+    def entries_from(self, i: int) -> Iterator[Entry]:
+        try:
+            for row in self._rows[i:] if i else self._rows:
+                yield Entry.decode(row)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptData(f"tree page holds a damaged entry ({exc})") from None
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every entry of a leaf (none for an inner page)."""
+        return [_decode(r) for r in self._rows]
+
+    def subdirs(self) -> int:
+        """How many of a leaf's entries are directories (no entry is made)."""
+        return sum(1 for r in self._rows if r[1] == _DIR_KIND)
+
+
+_DIR_KIND = int(Kind.DIR)
+
+
+def _unpack_page(raw: bytes) -> tuple[int, int, Any]:
+    """[level, total, items] with every array a tuple (see Page)."""
+    try:
+        level, total, items = msgpack.unpackb(raw, raw=False, use_list=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CorruptData(f"a damaged tree page ({exc})") from None
+    if type(level) is not int or type(total) is not int or type(items) is not tuple:
+        raise CorruptData("a damaged tree page (not [level, total, items])")
+    return level, total, items
+
+
+def _decode(row: Any) -> Entry:
+    try:
+        return Entry.decode(row)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptData(f"tree page holds a damaged entry ({exc})") from None
+
+
+def check_names(names: list[bytes]) -> None:
+    """A stored name must never lead outside its directory: CorruptData for an empty name,
+    `.`, `..`, or one holding `/` or NUL. (One pass over the joined names: checking each name
+    on its own cost a third of decoding a page.)"""
+    if not names:
+        return
+    try:
+        joined = b"\0".join(names)
+    except TypeError:
+        raise CorruptData("tree page holds a name that is not bytes") from None
+    if b"/" in joined or joined.count(b"\0") != len(names) - 1 or b"" in names \
+            or b"." in names or b".." in names:
+        bad = next(n for n in names if not n or n in (b".", b"..") or b"/" in n or b"\0" in n)
+        raise CorruptData(f"tree page holds an invalid name {bad!r}")
+
+
+class _Miss(Exception):
+    """A page a call made with wait=False needs is not in the cache."""
+
+
+LOAD_AHEAD = 8
+"""Leaf pages a listing's load reads at once: a kernel READDIRPLUS request takes ~25 entries,
+a leaf page holds ~64, so one trip to a worker thread serves ~20 requests."""
 
 
 class TreeReader:
-    """Looks up and lists directory trees, with a bounded cache of decoded pages. Thread-safe."""
+    """Looks up and lists directory trees, with a bounded cache of decoded pages. Thread-safe.
+
+    Every lookup takes `wait`: with wait=False it reads nothing that is not in the cache and
+    raises `WouldBlock` instead, whose `load` (for a worker thread) reads what the call needs.
+    """
 
     def __init__(self, get: GetFn, max_pages: int = 4096) -> None:
         self._get = get
@@ -235,22 +322,49 @@ class TreeReader:
                 self._cache.popitem(last=False)
         return page
 
-    def count(self, tree: TreeId) -> int:
-        return self.page(ObjectId(tree)).total
+    def cached(self, oid: ObjectId) -> Page | None:
+        """The page if it is in the cache (never reads)."""
+        with self._lock:
+            page = self._cache.get(oid)
+            if page is not None:
+                self._cache.move_to_end(oid)
+            return page
 
-    def subdir_count(self, tree: TreeId) -> int:
+    def _peek(self, oid: ObjectId) -> Page:
+        with self._lock:
+            page = self._cache.get(oid)
+            if page is None:
+                raise _Miss
+            self._cache.move_to_end(oid)
+            return page
+
+    def _fetch(self, wait: bool) -> Callable[[ObjectId], Page]:
+        return self.page if wait else self._peek
+
+    def count(self, tree: TreeId, wait: bool = True) -> int:
+        try:
+            return self._fetch(wait)(ObjectId(tree)).total
+        except _Miss:
+            raise WouldBlock(lambda: self.count(tree), "a directory's page") from None
+
+    def subdir_count(self, tree: TreeId, wait: bool = True) -> int:
         """How many of a directory's entries are directories (its link count is 2 + this).
 
-        Trees are immutable, so the count is cached per tree id: a huge directory is counted
-        once, not on every getattr."""
+        Entries written since dsfs records it carry it (`Entry.subdirs`): this is for the
+        others. Trees are immutable, so the count is cached per tree id: a huge directory is
+        counted once, not on every getattr. Leaves not in the page cache are counted from
+        their raw rows and not kept, so counting a huge directory flushes no cached page."""
         with self._lock:
             found = self._subdirs.get(tree)
             if found is not None:
                 self._subdirs.move_to_end(tree)
                 return found
+        if not wait:
+            raise WouldBlock(lambda: self.subdir_count(tree), "a directory's subdirectories")
         count = 0
         for leaf in self.leaf_pages(tree):
-            count += sum(1 for e in self.page(leaf).entries if e.kind == Kind.DIR)
+            page = self.cached(leaf)
+            count += (page if page is not None else Page(self._get(leaf, ObjType.TREE))).subdirs()
         with self._lock:
             self._subdirs[tree] = count
             while len(self._subdirs) > 4 * self._max:
@@ -262,48 +376,93 @@ class TreeReader:
         found = self.lookup_with_index(tree, name)
         return found[0] if found is not None else None
 
-    def lookup_with_index(self, tree: TreeId, name: bytes) -> tuple[Entry, int] | None:
+    def lookup_with_index(self, tree: TreeId, name: bytes, wait: bool = True
+                          ) -> tuple[Entry, int] | None:
         """Find one name and its position in the directory (0-based, name order)."""
-        page = self.page(ObjectId(tree))
+        try:
+            return self._lookup(tree, name, self._fetch(wait))
+        except _Miss:
+            raise WouldBlock(lambda: self._lookup(tree, name, self.page),
+                             "a directory's pages") from None
+
+    @staticmethod
+    def _lookup(tree: TreeId, name: bytes, fetch: Callable[[ObjectId], Page]
+                ) -> tuple[Entry, int] | None:
+        page = fetch(ObjectId(tree))
         before = 0
         while page.level > 0:
             i = bisect.bisect_right(page.names, name) - 1
             if i < 0:
                 return None
-            before += sum(r[2] for r in page.rows[:i])
-            page = self.page(page.rows[i][1])
+            before += page.before[i]
+            page = fetch(page.rows[i][1])
         i = bisect.bisect_left(page.names, name)
         if i < len(page.names) and page.names[i] == name:
-            return page.entries[i], before + i
+            return page.entry(i), before + i
         return None
 
-    def entry_at(self, tree: TreeId, index: int) -> Entry | None:
+    def entry_at(self, tree: TreeId, index: int, wait: bool = True) -> Entry | None:
         """The entry at a position (as counted by `lookup_with_index`), in O(log n) pages."""
-        page = self.page(ObjectId(tree))
+        try:
+            return self._entry_at(tree, index, self._fetch(wait))
+        except _Miss:
+            raise WouldBlock(lambda: self._entry_at(tree, index, self.page),
+                             "a directory's pages") from None
+
+    @staticmethod
+    def _entry_at(tree: TreeId, index: int, fetch: Callable[[ObjectId], Page]) -> Entry | None:
+        page = fetch(ObjectId(tree))
         while page.level > 0:
-            for _, child, count in page.rows:
-                if index < count:
-                    page = self.page(child)
-                    break
-                index -= count
-            else:
+            if not 0 <= index < page.total:
                 return None
-        return page.entries[index] if 0 <= index < len(page.entries) else None
+            i = bisect.bisect_right(page.before, index) - 1
+            index -= page.before[i]
+            page = fetch(page.rows[i][1])
+        return page.entry(index) if 0 <= index < len(page) else None
 
-    def entries_from(self, tree: TreeId, index: int) -> Iterator[Entry]:
-        """Entries from a position on, skipping whole pages by their counts."""
-        yield from self._iter_from(ObjectId(tree), index)
+    def entries_from(self, tree: TreeId, index: int, wait: bool = True) -> Iterator[Entry]:
+        """Entries from a position on, skipping whole pages by their counts.
 
-    def _iter_from(self, oid: ObjectId, index: int) -> Iterator[Entry]:
-        page = self.page(oid)
+        With wait=False the iterator raises WouldBlock where it reaches a page not in the cache;
+        everything yielded before stays valid, and iterating again from `index` plus the number
+        of entries taken continues exactly there. Its load reads that page and a few after it.
+        """
+        decode = Entry.decode
+        pos = index
+        try:
+            for page, start in self._leaves_from(ObjectId(tree), index, self._fetch(wait)):
+                for row in page.rows_from(start):  # one generator for the whole listing
+                    yield decode(row)
+                    pos += 1
+        except _Miss:
+            at = pos
+            raise WouldBlock(lambda: self.load_from(tree, at), "a directory's pages") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptData(f"tree page holds a damaged entry ({exc})") from None
+
+    def load_from(self, tree: TreeId, index: int, pages: int = LOAD_AHEAD) -> None:
+        """Read into the cache the leaf page holding position `index` and up to `pages` - 1
+        after it (a worker thread's part of a listing)."""
+        for n, _ in enumerate(self._leaves_from(ObjectId(tree), index, self.page), 1):
+            if n >= pages:
+                break
+        # the pages the listing needs first last, so a small cache evicts the others first
+        next(self._leaves_from(ObjectId(tree), index, self.page), None)
+
+    def _leaves_from(self, oid: ObjectId, index: int, fetch: Callable[[ObjectId], Page]
+                     ) -> Iterator[tuple[Page, int]]:
+        """(leaf page, first position to take in it) from the leaf holding `index` on."""
+        page = fetch(oid)
         if page.level == 0:
-            yield from page.entries[index:]
+            if index < len(page):
+                yield page, index
             return
-        for _, child, count in page.rows:
-            if index >= count:
-                index -= count
-                continue
-            yield from self._iter_from(child, index)
+        if index >= page.total:
+            return
+        first = max(0, bisect.bisect_right(page.before, index) - 1)
+        index -= page.before[first]
+        for _, child, _ in page.rows[first:]:
+            yield from self._leaves_from(child, index, fetch)
             index = 0
 
     def entries(self, tree: TreeId, start_after: bytes | None = None) -> Iterator[Entry]:
@@ -314,7 +473,7 @@ class TreeReader:
         page = self.page(oid)
         if page.level == 0:
             i = 0 if after is None else bisect.bisect_right(page.names, after)
-            yield from page.entries[i:]
+            yield from page.entries_from(i)
             return
         i = 0 if after is None else max(0, bisect.bisect_right(page.names, after) - 1)
         for _, child, _ in page.rows[i:]:

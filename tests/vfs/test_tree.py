@@ -86,3 +86,44 @@ def test_positions_agree_between_lookup_entry_at_and_entries_from() -> None:
     assert reader.entry_at(root, 20_000) is None
     assert [e.name for e in reader.entries_from(root, 12_345)] == names[12_345:]
     assert list(reader.entries_from(root, 20_000)) == []
+
+
+def test_positions_lookups_and_listings_agree_at_every_level() -> None:
+    """entry_at, lookup_with_index and entries_from (position-based, as the mount lists and
+    numbers inodes) agree on a tree of three levels, also with wait=False once cached."""
+    objs = MemoryObjects()
+    names = sorted(f"n{i:06d}".encode() for i in range(30_000))
+    root = build_tree([entry(n) for n in names], objs.put)
+    reader = TreeReader(objs.get)
+    assert reader.page(ObjectId(root)).level >= 2
+    for i in (0, 1, 63, 64, 4_095, 12_345, 29_999):
+        assert reader.entry_at(root, i) == entry(names[i])
+        assert reader.lookup_with_index(root, names[i]) == (entry(names[i]), i)
+        reader.load_from(root, i)  # what a listing's WouldBlock loads: then no page is missing
+        listed = reader.entries_from(root, i, wait=False)
+        assert [next(listed).name for _ in range(min(3, 30_000 - i))] == names[i:i + 3]
+    assert reader.entry_at(root, 30_000) is None and reader.entry_at(root, -1) is None
+    assert list(reader.entries_from(root, 30_000)) == []
+    assert reader.lookup_with_index(root, b"a") is None
+    assert reader.lookup_with_index(root, b"n0000005") is None
+
+
+def test_a_damaged_row_is_damage_wherever_it_is_read() -> None:
+    """Leaves decode their rows when read: a bad row is CorruptData there, not a crash."""
+    from vfs import schema
+    from vfs.errors import CorruptData
+
+    objs = MemoryObjects()
+    good = entry(b"a").encode()
+    bad = [b"b", 99, *good[2:]]  # no such kind
+    root = objs.put(ObjType.TREE, schema.enc_msg([0, 2, [good, bad]]))
+    reader = TreeReader(objs.get)
+    assert reader.lookup(root, b"a") == entry(b"a")  # type: ignore[arg-type]
+    for read in (lambda: reader.lookup(root, b"b"), lambda: list(reader.entries(root)),  # type: ignore[arg-type]
+                 lambda: list(reader.entries_from(root, 0)),  # type: ignore[arg-type]
+                 lambda: reader.page(ObjectId(root)).entries):
+        try:
+            read()
+        except CorruptData:
+            continue
+        raise AssertionError("a damaged row was read as an entry")

@@ -59,8 +59,8 @@ def test_readdir_after_a_failed_page_read_resumes_instead_of_ending(
     real = store.trees.entries_from
     failed = {"done": False}
 
-    def flaky(tree: bytes, index: int) -> Iterator[Entry]:
-        for n, e in enumerate(real(tree, index)):  # type: ignore[arg-type]
+    def flaky(tree: bytes, index: int, wait: bool = True) -> Iterator[Entry]:
+        for n, e in enumerate(real(tree, index, wait)):  # type: ignore[arg-type]
             if n == 49 and not failed["done"]:
                 failed["done"] = True
                 raise CorruptData("page unreadable once")

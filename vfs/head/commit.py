@@ -37,6 +37,7 @@ from vfs.head.state import HEAD_ROOT, WHITEOUT, HNode
 from vfs.ids import ObjectId, ObjType, TreeId
 from vfs.model import (
     EMPTY_CONTENT,
+    REF_LIST,
     ChunkSpan,
     ContentRef,
     Entry,
@@ -45,11 +46,14 @@ from vfs.model import (
     VersionStats,
     chunk_list_ref,
     encode_chunk_list,
+    ref_kind,
     single_chunk_ref,
 )
 from vfs.objects import ObjectWriter
 from vfs.tree import TreeReader, build_tree, update_tree
 
+DIR_NLINK_META = "dir_nlink"
+"""vfs.head.fs's meta key: set once @head's directory link counts are 2 + subdirectories."""
 HOLE_MIN = 64 << 10
 """Unwritten runs past the base at least this long are stored as holes."""
 
@@ -87,7 +91,10 @@ class _Builder:
         self._lock = threading.Lock()
         self.files = 0
         self.chunked = 0
-        self._contents: dict[int, bytes] = {}
+        self._contents: dict[int, tuple[bytes, int]] = {}
+        self.links_counted = self.db.meta(DIR_NLINK_META) is not None
+        """Whether @head's directories hold 2 + their subdirectories as link counts (what
+        `vfs.head.fs` keeps from when it first counts them): then entries record them."""
 
     def _get_page(self, oid: ObjectId, kind: ObjType) -> bytes:
         page = self.pages.get(oid)
@@ -119,19 +126,28 @@ class _Builder:
             self._plan(ino, origin=path)  # status compares @head with the base by path
         if n.kind == Kind.DIR:
             tree = self._dir_tree(n, path)
+            subdirs = n.nlink - 2 if self.links_counted and n.nlink >= 2 else -1
             return Entry(name, Kind.DIR, n.mode, n.uid, n.gid, n.mtime_ns,
-                         self.trees.count(tree), tree, n.xattrs)
+                         self.trees.count(tree), tree, n.xattrs, subdirs=subdirs)
         ref = n.base
+        allocated = -1
         if n.kind == Kind.FILE:
-            if n.dirty:
-                if ino not in self._contents:
-                    self._contents[ino] = self._file_content(n)
-                ref = self._contents[ino]
+            if ino not in self._contents:
+                self._contents[ino] = self._file_content(n) if n.dirty else \
+                    (n.base, self._data_bytes(n.base, n.size))
+            ref, allocated = self._contents[ino]
         elif n.kind.special:  # fifos, device nodes, sockets: metadata only
             ref = b""
         link = n.link or (HEAD_LINK | ino if n.nlink > 1 else 0)
         return Entry(name, n.kind, n.mode, n.uid, n.gid, n.mtime_ns, n.size, ref, n.xattrs,
-                     link, max(n.nlink, 1), n.rdev if n.kind in (Kind.CHR, Kind.BLK) else 0)
+                     link, max(n.nlink, 1), n.rdev if n.kind in (Kind.CHR, Kind.BLK) else 0,
+                     allocated=allocated)
+
+    def _data_bytes(self, ref: bytes, size: int) -> int:
+        """What a new entry records as the data bytes of an unchanged content (a chunk list's
+        are read from it: one small object, and only for the names this commit visits)."""
+        return self.store.contents.allocated(ContentRef(ref), size) \
+            if ref_kind(ContentRef(ref)) == REF_LIST else size
 
     def _dir_tree(self, n: HNode, path: bytes) -> TreeId:
         base = TreeId(n.base) if n.base else None
@@ -165,17 +181,18 @@ class _Builder:
                 elif n.kind == Kind.FILE:
                     self._pending[child] = pool.submit(self._file_spans, n)
 
-    def _file_content(self, n: HNode) -> bytes:
+    def _file_content(self, n: HNode) -> tuple[bytes, int]:
+        """The content ref of a changed file and its data bytes (holes excluded)."""
         future = self._pending.get(n.ino)
         spans = future.result() if future is not None else self._file_spans(n)
         if spans is None:
-            return n.base
+            return n.base, self._data_bytes(n.base, n.size)
         ref = bytes(self._ref(spans))
         self._plan(n.ino, base=ref, size=n.size)
         self.files += 1
         if self.progress is not None:
             self.progress(1)
-        return ref
+        return ref, sum(s.length for s in spans if s.cid is not None)
 
     def _file_spans(self, n: HNode) -> list[ChunkSpan] | None:
         """The new chunk list of a changed file (None: its content is the base's). Any
