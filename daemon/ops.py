@@ -23,8 +23,8 @@ import logging
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import trio
 
@@ -37,7 +37,7 @@ from daemon.fuse import (
     readdir_reply,
 )
 from daemon.guard import guarded
-from vfs.errors import DsfsError, NoEntry
+from vfs.errors import DsfsError, NoEntry, WouldBlock
 from vfs.head.state import HEAD_ROOT
 from vfs.ids import ChunkId, TreeId
 from vfs.inodes import ROOT_INO, to_head
@@ -45,6 +45,10 @@ from vfs.model import Kind
 from vfs.view import Attr, DirHandle, FileHandle, VersionsView
 
 log = logging.getLogger("dsfs.mount")
+T = TypeVar("T")
+Answer: TypeAlias = T | Coroutine[Any, Any, T]
+"""A handler's answer now, or the coroutine that will answer (daemon.fuse.session)."""
+LOAD_TRIES = 3
 NEGATIVE_TIMEOUT = 24 * 3600.0
 PREFETCH_BYTES = 8 << 20
 HEAD_NAME = b"@head"
@@ -140,82 +144,131 @@ class Operations:
         return dataclasses.replace(head_dir, entry_timeout=0.0, attr_timeout=0.0)
 
     @guarded
-    def lookup(self, parent: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
+    def lookup(self, parent: int, name: bytes, ctx: RequestContext) -> Answer[EntryAttributes]:
         if self.head_dir is not None:
             if parent == ROOT_INO and name == HEAD_NAME:
                 return self._head_entry(self.head_dir)
             if parent == HEAD_DIR_INO:
                 raise FUSEError(errno.ENOENT)  # the empty directory under @head's mount
-        try:
-            node, attr = self.view.lookup(parent, name)
-        except NoEntry:
-            if self.view.is_immutable(parent):
-                return negative_entry(NEGATIVE_TIMEOUT)  # cached: a version never changes
-            raise
-        self.view.remember(node)
-        return entry_attributes(attr)
+
+        def attempt(wait: bool) -> EntryAttributes:
+            try:
+                node, attr = self.view.lookup(parent, name, wait=wait)
+            except NoEntry:
+                if self.view.is_immutable(parent):
+                    return negative_entry(NEGATIVE_TIMEOUT)  # cached: a version never changes
+                raise
+            self.view.remember(node)
+            return entry_attributes(attr)
+        return self._nowait(attempt)
 
     @guarded
     def forget(self, inodes: Sequence[tuple[int, int]]) -> None:
         for ino, count in inodes:
             self._dirs.pop(ino, None)
-            state = self._readers.pop(ino, None)
-            if state is not None:
-                self.view.close(state)
+            self._readers.pop(ino, None)
             self.view.forget(ino, count)
 
     @guarded
-    def getattr(self, ino: int, ctx: RequestContext) -> EntryAttributes:
+    def getattr(self, ino: int, ctx: RequestContext) -> Answer[EntryAttributes]:
         if ino == HEAD_DIR_INO and self.head_dir is not None:
             return self._head_entry(self.head_dir)
-        return entry_attributes(self.view.getattr(ino))
+        return self._nowait(lambda wait: entry_attributes(self.view.getattr(ino, wait=wait)))
 
     @guarded
-    def readlink(self, ino: int, ctx: RequestContext) -> bytes:
-        return self.view.readlink(ino)
+    def readlink(self, ino: int, ctx: RequestContext) -> Answer[bytes]:
+        return self._nowait(lambda wait: self.view.readlink(ino, wait=wait))
 
     # -- directories: no OPENDIR (the kernel caches listings); READDIR carries the inode ---
 
     @guarded
-    def readdir(self, ino: int, fh: int, start_id: int, token: ReaddirToken) -> None:
+    def readdir(self, ino: int, fh: int, start_id: int, token: ReaddirToken) -> Answer[None]:
         if ino == HEAD_DIR_INO:
-            return  # @head's connection is mounted on it; its own listing is empty
+            return None  # @head's connection is mounted on it; its own listing is empty
+        resume = [start_id]  # where a retry after a WouldBlock goes on: nothing lost or repeated
+        return self._nowait(lambda wait: self._fill(ino, resume, token, wait))
+
+    def _fill(self, ino: int, resume: list[int], token: ReaddirToken, wait: bool) -> None:
         handle = self._dirs.get(ino)
         if handle is None:
-            handle = self._dirs[ino] = self.view.opendir(ino)
+            handle = self._dirs[ino] = self.view.opendir(ino, wait=wait)
         shift = 0
         if handle.node.ino == ROOT_INO and self.head_dir is not None \
                 and self.head_mounted.is_set():
             shift = 1
-            if start_id == 0 and not readdir_reply(token, HEAD_NAME, self.head_dir, 1):
-                return
-            start_id = max(0, start_id - 1)
-        for name, node, next_id in self.view.readdir(handle, start_id):
-            if not readdir_reply(token, name, entry_attributes(self.view.attr(node)),
-                                 next_id + shift):
+            if resume[0] == 0:
+                if not readdir_reply(token, HEAD_NAME, self.head_dir, 1):
+                    return
+                resume[0] = 1
+        offset = max(0, resume[0] - shift)
+        if token.plus:
+            for name, node, attr, nxt in self.view.readdirplus(handle, offset, wait=wait):
+                if not readdir_reply(token, name, entry_attributes(attr), nxt + shift):
+                    self.view.inodes.drop_unreferenced(node)
+                    return
+                self.view.remember(node)
+                resume[0] = nxt + shift
+            return
+        for name, node, nxt in self.view.readdir(handle, offset, wait=wait):
+            brief = EntryAttributes(st_ino=node.ino, st_mode=node.entry.mode)
+            if not readdir_reply(token, name, brief, nxt + shift):
                 self.view.inodes.drop_unreferenced(node)
                 return
-            if token.plus:
-                self.view.remember(node)
+            resume[0] = nxt + shift
+
+    # -- never waiting: what is not in memory is loaded in a worker, then the call again ----
+
+    def _nowait(self, attempt: Callable[[bool], T]) -> Answer[T]:
+        """`attempt(False)` now; if it needs data not in memory (WouldBlock), a coroutine
+        that loads it in a worker thread and tries again (the event loop never waits)."""
+        try:
+            return attempt(False)
+        except WouldBlock as exc:
+            return self._after_load(exc, attempt)
+
+    async def _after_load(self, exc: WouldBlock, attempt: Callable[[bool], T]) -> T:
+        for _ in range(LOAD_TRIES):
+            await trio.to_thread.run_sync(exc.load, limiter=self._limiter)
+            try:
+                return attempt(False)
+            except WouldBlock as again:  # evicted meanwhile: load again
+                exc = again
+        # caches too small to hold what one request needs: load in the worker and answer there
+        # is not possible (the inode table is the loop's), so the last try may wait here
+        log.info("a request needed more than the caches hold; answered on the event loop")
+        return attempt(True)
 
     # -- files: no OPEN, RELEASE or FLUSH; READ carries the inode ---------------------------
 
-    def _reader(self, ino: int) -> FileHandle:
+    def _reader(self, ino: int, wait: bool) -> FileHandle:
         state = self._readers.get(ino)
         if state is not None:
             self._readers.move_to_end(ino)
             return state
-        state = self.view.open(ino, False)
+        state = self.view.open(ino, False, wait=wait)
         self._readers[ino] = state
         while len(self._readers) > READ_STATES:
-            _, old = self._readers.popitem(last=False)
-            self.view.close(old)
+            self._readers.popitem(last=False)
         return state
 
     @guarded
-    def read(self, ino: int, fh: int, off: int, size: int
-             ) -> bytes | Coroutine[Any, Any, bytes]:
-        handle = self._reader(ino)
+    def read(self, ino: int, fh: int, off: int, size: int) -> Answer[bytes]:
+        handle = self._readers.get(ino)
+        if handle is None:
+            opened = self._nowait(lambda wait: self._reader(ino, wait))
+            if not isinstance(opened, FileHandle):
+                return self._read_after_open(opened, off, size)
+            handle = opened
+        else:
+            self._readers.move_to_end(ino)
+        return self._read(handle, off, size)
+
+    async def _read_after_open(self, opened: Coroutine[Any, Any, FileHandle], off: int,
+                               size: int) -> bytes:
+        result = self._read(await opened, off, size)
+        return result if isinstance(result, bytes) else await result
+
+    def _read(self, handle: FileHandle, off: int, size: int) -> Answer[bytes]:
         for cid in self.view.prefetch_plan(handle, off, size, PREFETCH_BYTES):
             self._start_prefetch(cid)
         data = self.view.read_cached(handle, off, size)
@@ -243,21 +296,21 @@ class Operations:
         if not self.serve_xattrs:
             # ENOSYS tells the kernel this mount has no xattrs: it stops asking (for good), so
             # `ls -l` no longer costs a round trip per file for security.selinux.
-            raise FUSEError(38)  # ENOSYS
+            raise FUSEError(errno.ENOSYS)
 
     @guarded
-    def listxattr(self, ino: int, ctx: RequestContext) -> list[bytes]:
+    def listxattr(self, ino: int, ctx: RequestContext) -> Answer[list[bytes]]:
         self._xattrs_served()
         if ino == HEAD_DIR_INO:
             return []
-        return self.view.listxattr(ino)
+        return self._nowait(lambda wait: self.view.listxattr(ino, wait=wait))
 
     @guarded
-    def getxattr(self, ino: int, name: bytes, ctx: RequestContext) -> bytes:
+    def getxattr(self, ino: int, name: bytes, ctx: RequestContext) -> Answer[bytes]:
         self._xattrs_served()
         if ino == HEAD_DIR_INO:
-            raise FUSEError(61)  # ENODATA
-        return self.view.getxattr(ino, name)
+            raise FUSEError(errno.ENODATA)
+        return self._nowait(lambda wait: self.view.getxattr(ino, name, wait=wait))
 
     @guarded
     def statfs(self, ctx: RequestContext) -> StatvfsData:

@@ -116,10 +116,11 @@ async def test_damage_in_a_directory_handle_names_that_directory(
         monkeypatch: pytest.MonkeyPatch) -> None:
     ino = await lookup_path(ops, b"@v1", b"dir")
 
-    def corrupt(*args: object) -> object:
+    def corrupt(*args: object, **kwargs: object) -> object:
         raise CorruptData("tree page 0123456789ab fails its hash check")
 
     monkeypatch.setattr(ops.view, "readdir", corrupt)
+    monkeypatch.setattr(ops.view, "readdirplus", corrupt)
     with caplog.at_level(logging.ERROR), pytest.raises(FUSEError) as err:
         await answer(ops.readdir(ino, 0, 0, ReaddirToken(4096, True)))
     assert err.value.errno == errno.EIO
