@@ -186,33 +186,33 @@ class ContentReader:
     def _load(self, cid: ChunkId, use_end: int | None, used: bool) -> bytes:
         with self._flight_lock:
             flight = self._flights.get(cid)
+            leader = flight is None
             if flight is None:
-                # a load that ended between our cache miss and here has put its chunk already
-                cached = self.cache.peek(cid)
-                if cached is not None:
-                    return cached
                 flight = self._flights[cid] = Future()
-                self.loads += 1
-                leader = True
             else:
                 self.shared_loads += 1
-                leader = False
         if not leader:
             return flight.result()  # the leader's bytes, or its error raised here too
+        loaded = False
         try:
-            data = self._get(ObjectId(cid), ObjType.CHUNK)
+            # A load that ended after our miss has put its chunk in the cache before ending its
+            # flight: look there first (no lock is held while the cache takes its own).
+            data = self.cache.peek(cid)
+            if data is None:
+                loaded = True
+                data = self._get(ObjectId(cid), ObjType.CHUNK)
+                used_to = (len(data) if use_end is None else use_end) if used else 0
+                self.cache.put(cid, data, used_to)  # before the flight ends, see above
         except BaseException as exc:
             flight.set_exception(exc)  # every waiter gets it; nothing is cached
             raise
         else:
-            # cached before the flight ends: whoever misses the flight finds the chunk
-            used_to = (len(data) if use_end is None else use_end) if used else 0
-            self.cache.put(cid, data, used_to)
             flight.set_result(data)
             return data
         finally:
             with self._flight_lock:
                 del self._flights[cid]
+                self.loads += loaded
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()
