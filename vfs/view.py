@@ -436,7 +436,7 @@ class VersionsView:
                 planned_to = max(begin, start)  # this chunk is for a later read to plan
                 break
             planned_to = max(planned_to, end)
-            if cid not in cache:
+            if begin >= offset + size and cid not in cache:  # this read loads its own
                 out.append(cid)
         fh.planned_to = planned_to
         return out

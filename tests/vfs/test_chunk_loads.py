@@ -357,3 +357,115 @@ def test_parts_stay_valid_after_their_chunks_leave_the_cache(small_chunks: Store
     assert parts is not None
     store.contents.cache.clear()
     assert b"".join(parts) == want[:100 * KiB]  # a view keeps its chunk alive
+
+
+def test_the_event_loop_path_never_waits_for_a_load_in_flight(small_chunks: Store,
+                                                               tmp_path: Path) -> None:
+    store = small_chunks
+    reader, get = gated_reader(store)
+    view = VersionsView(store)
+    node, _ = view.lookup(ROOT_INO, b"@v1")
+    big, _ = view.lookup(node.ino, b"big.bin")
+    one, _ = view.lookup(node.ino, b"one.bin")
+    fh_big = view.open(big.ino, writing=False)
+    fh_one = view.open(one.ino, writing=False)
+    view.read_blocking(fh_one, 0, 10)  # cached
+    first = store.contents.spans(big.entry.content, big.entry.size)[0].cid
+    assert first is not None
+    get.gate.clear()
+    loader = threading.Thread(target=view.read_blocking, args=(fh_big, 0, 10))
+    loader.start()
+    wait_for(lambda: get.loads[first] == 1, "the load to start")
+    answers: list[object] = []
+
+    def event_loop() -> None:  # everything the loop may call while a worker is in the disk
+        answers.append(view.read_cached(fh_one, 0, 100))
+        answers.append(view.read_cached(fh_big, 0, 10))
+        answers.append(reader.cache.peek(first))
+        answers.append(first in reader.cache)
+        answers.append(view.prefetch_plan(fh_big, 0, 4096, 64 * KiB))
+
+    loop = threading.Thread(target=event_loop)
+    loop.start()
+    loop.join(DEADLINE)
+    finished = not loop.is_alive()
+    get.gate.set()
+    loader.join(DEADLINE)
+    assert finished
+    assert answers[0] == source(tmp_path, "one.bin")[:100]
+    assert answers[1:4] == [None, None, False]
+    assert first not in answers[4]  # type: ignore[operator]
+
+
+def test_many_threads_and_the_event_loop_read_at_once_through_a_small_cache(
+        small_chunks: Store, tmp_path: Path) -> None:
+    store = small_chunks
+    get = GatedGet(store)
+    callers: set[int] = set()
+    inner = get.__call__
+
+    def recording(oid: ObjectId, kind: ObjType) -> bytes:
+        callers.add(threading.get_ident())
+        return inner(oid, kind)
+
+    reader = ContentReader(recording, ChunkCache(256 * KiB))  # far less than the files
+    store.contents = reader
+    names = [b"big.bin", b"text.csv", b"sparse.bin", b"one.bin"]
+    entries = {n: entry(store, n) for n in names}
+    want = {n: source(tmp_path, n.decode()) for n in names}
+    spans = {n: [s.cid for s in reader.spans(e.content, e.size) if s.cid is not None]
+             for n, e in entries.items()}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(300):
+                n = rnd.choice(names)
+                e = entries[n]
+                if rnd.random() < 0.2:
+                    reader.load(ChunkId(rnd.choice(spans[n])))  # a prefetch
+                    continue
+                off = rnd.randrange(e.size)
+                length = rnd.choice([1, 4 * KiB, 64 * KiB, 300 * KiB])
+                assert reader.read(e.content, e.size, off, length) == want[n][off:off + length]
+                assert reader.cache.size <= reader.cache.max_bytes
+        except BaseException as exc:
+            errors.append(exc)
+
+    loop_ident: list[int] = []
+
+    def event_loop() -> None:
+        loop_ident.append(threading.get_ident())
+        rnd = random.Random(99)
+        layouts = {n: reader.layout(e.content) if len(spans[n]) > 1 else None
+                   for n, e in entries.items()}
+        try:
+            while not stop.is_set():
+                n = rnd.choice(names)
+                e = entries[n]
+                off = rnd.randrange(e.size)
+                parts = reader.read_parts(e.content, e.size, off, 8 * KiB, cached_only=True,
+                                          layout=layouts[n])
+                if parts is not None:
+                    assert b"".join(parts) == want[n][off:off + 8 * KiB]
+                reader.cache.peek(rnd.choice(spans[n]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    loop = threading.Thread(target=event_loop)
+    loop.start()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE * 4)
+        assert not t.is_alive()
+    stop.set()
+    loop.join(DEADLINE)
+    assert errors == []
+    assert loop_ident and loop_ident[0] not in callers  # the loop never read the store
+    stats = reader.cache_stats()
+    assert stats.probation_bytes + stats.protected_bytes <= stats.max_bytes
+    assert stats.evictions > 0 and stats.hits > 0
