@@ -17,6 +17,8 @@ Policy (a segmented LRU):
   previous one ended: that is one reference, not many, and never promotes. Reading the same
   bytes again (the next epoch, another process, a random reader coming back) does.
 - `peek` and `in` are not uses: they neither count nor reorder (the prefetch planner's probes).
+  `get_all` takes the chunks of one read all or nothing: the event loop's try at a read it
+  cannot serve whole counts nothing, so the worker that serves it counts each chunk once.
 
 Chunks are only ever put here after their BLAKE3 check (`vfs.pack.check_parts`): a cached chunk
 is right, and a hit is never hashed again.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -71,27 +74,48 @@ class ChunkCache:
             count_miss: bool = True) -> bytes | None:
         """The chunk, as a use of its bytes [start, end) (default: all of it); None on a miss.
 
-        `count_miss=False` for a lookup whose miss is followed by a counted one (the
-        event loop's try before it hands the read to a worker).
+        `count_miss=False` for a lookup whose miss is followed by a counted one.
         """
         with self._lock:
-            slot = self._protected.get(cid)
-            if slot is not None:
-                self._protected.move_to_end(cid)
+            data = self._use(cid, start, end)
+            if data is not None:
                 self.hits += 1
-                return slot.data
-            slot = self._probation.get(cid)
-            if slot is None:
-                if count_miss:
-                    self.misses += 1
+            elif count_miss:
+                self.misses += 1
+            return data
+
+    def get_all(self, uses: Sequence[tuple[bytes, int, int]]) -> list[bytes] | None:
+        """The chunks of several uses (cid, start, end) if every one is cached, else None; only
+        when all are there do they count, as hits and as uses, at once (the event loop's try:
+        a read it cannot serve whole is served by a worker, whose `get`s are the uses, so no
+        read counts twice)."""
+        with self._lock:
+            if any(cid not in self._protected and cid not in self._probation
+                   for cid, _, _ in uses):
                 return None
-            self.hits += 1
-            stop = len(slot.data) if end is None else end
-            if start < slot.mark:
-                self._promote(cid, slot)
-            elif stop > slot.mark:
-                slot.mark = stop
+            out = []
+            for cid, start, end in uses:
+                data = self._use(cid, start, end)
+                assert data is not None  # a promotion moves chunks, it evicts none
+                out.append(data)
+            self.hits += len(out)
+            return out
+
+    def _use(self, cid: bytes, start: int, end: int | None) -> bytes | None:
+        """Record a use of [start, end) of a chunk (lock held); its bytes, or None."""
+        slot = self._protected.get(cid)
+        if slot is not None:
+            self._protected.move_to_end(cid)
             return slot.data
+        slot = self._probation.get(cid)
+        if slot is None:
+            return None
+        stop = len(slot.data) if end is None else end
+        if start < slot.mark:
+            self._promote(cid, slot)
+        elif stop > slot.mark:
+            slot.mark = stop
+        return slot.data
 
     def peek(self, cid: bytes) -> bytes | None:
         """The chunk if cached, without counting or reordering anything (probes)."""

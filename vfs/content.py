@@ -38,7 +38,6 @@ from vfs.model import (
 )
 
 GetFn = Callable[[ObjectId, ObjType], bytes]
-Fetch = Callable[[ChunkId, int, int], "bytes | None"]
 
 _ZEROS = bytes(1 << 20)
 """Holes are served as views of this (never copied until a join)."""
@@ -61,8 +60,6 @@ class FileContent:
     def locate(self, offset: int) -> int:
         """Index of the span containing `offset`."""
         return bisect.bisect_right(self.starts, offset) - 1
-
-
 
 
 def join_parts(parts: list[memoryview]) -> bytes | memoryview:
@@ -246,18 +243,15 @@ class ContentReader:
             return []
         length = min(length, size - offset)
         end = offset + length
-        fetch: Fetch
-        if cached_only:
-            cache = self.cache
-
-            def fetch(cid: ChunkId, lo: int, hi: int) -> bytes | None:
-                return cache.get(cid, lo, hi, count_miss=False)
-        else:
-            fetch = self.chunk
         if ref_kind(ref) == REF_CHUNK:
-            whole = fetch(ChunkId(ref_id(ref)), offset, end)
-            if whole is None:
-                return None
+            cid = ChunkId(ref_id(ref))
+            if cached_only:
+                found = self.cache.get(cid, offset, end, count_miss=False)
+                if found is None:
+                    return None
+                whole = found
+            else:
+                whole = self.chunk(cid, offset, end)
             if len(whole) != size:
                 raise CorruptData(f"the file's one chunk holds {len(whole):,} bytes, its entry "
                                   f"says {size:,}")
@@ -271,27 +265,33 @@ class ContentReader:
         if fc.size != size:
             raise CorruptData(f"the file's chunks hold {fc.size:,} bytes, its entry says "
                               f"{size:,}")
-        out: list[memoryview] = []
+        pieces: list[tuple[ChunkSpan, int, int]] = []  # (span, lo, hi) within the span
         i = fc.locate(offset)
         pos = offset
         while pos < end and i < len(fc.spans):
-            span = fc.spans[i]
             start = fc.starts[i]
-            lo = pos - start
-            hi = min(span.length, end - start)
-            if span.cid is None:
-                out.extend(_zeros(hi - lo))
-            else:
-                chunk = fetch(span.cid, lo, hi)
-                if chunk is None:
-                    return None
-                if len(chunk) != span.length:
-                    raise CorruptData(f"chunk {short(span.cid)} holds {len(chunk):,} bytes, the "
-                                      f"file's chunk list says {span.length:,}", span.cid)
-                view = memoryview(chunk)
-                out.append(view if lo == 0 and hi == span.length else view[lo:hi])
+            hi = min(fc.spans[i].length, end - start)
+            pieces.append((fc.spans[i], pos - start, hi))
             pos = start + hi
             i += 1
+        chunks: Iterator[bytes] = iter(())
+        if cached_only:  # all or nothing: a read the loop cannot serve whole counts no use
+            found_all = self.cache.get_all([(s.cid, lo, hi) for s, lo, hi in pieces
+                                            if s.cid is not None])
+            if found_all is None:
+                return None
+            chunks = iter(found_all)
+        out: list[memoryview] = []
+        for span, lo, hi in pieces:
+            if span.cid is None:
+                out.extend(_zeros(hi - lo))
+                continue
+            chunk = next(chunks) if cached_only else self.chunk(span.cid, lo, hi)
+            if len(chunk) != span.length:
+                raise CorruptData(f"chunk {short(span.cid)} holds {len(chunk):,} bytes, the "
+                                  f"file's chunk list says {span.length:,}", span.cid)
+            view = memoryview(chunk)
+            out.append(view if lo == 0 and hi == span.length else view[lo:hi])
         return out
 
     def iter_pieces(self, ref: ContentRef, size: int) -> Iterator[tuple[int, bytes | int]]:

@@ -129,3 +129,18 @@ def test_a_chunk_larger_than_the_cache_is_not_kept() -> None:
     cid, data = chunk(1, 32 * KiB)
     cache.put(cid, data)
     assert cache.peek(cid) is None and cache.size == 0 and len(cache) == 0
+
+
+def test_get_all_is_all_or_nothing() -> None:
+    cache = ChunkCache(1024 * KiB)
+    (a, da), (b, db), (c, _) = chunk(1), chunk(2), chunk(3)
+    cache.put(a, da)
+    cache.put(b, db)
+    assert cache.get_all([(a, 0, 10), (c, 0, 10)]) is None
+    assert (cache.hits, cache.misses, cache.promotions) == (0, 0, 0)
+    assert cache.get_all([(a, 0, 10), (b, 0, len(db))]) == [da, db]
+    assert cache.hits == 2
+    assert cache.get_all([(a, 10, 20)]) == [da]  # streaming on: no promotion
+    assert cache.promotions == 0
+    assert cache.get_all([(a, 0, 10), (b, 0, 10)]) == [da, db]  # both read again
+    assert cache.promotions == 2

@@ -469,3 +469,24 @@ def test_many_threads_and_the_event_loop_read_at_once_through_a_small_cache(
     stats = reader.cache_stats()
     assert stats.probation_bytes + stats.protected_bytes <= stats.max_bytes
     assert stats.evictions > 0 and stats.hits > 0
+
+
+def test_a_read_the_loop_cannot_serve_whole_counts_no_use(small_chunks: Store,
+                                                          tmp_path: Path) -> None:
+    """Else the worker serving it would count the cached part a second time and promote
+    chunks a sequential reader only streams through."""
+    store = small_chunks
+    e = entry(store, b"big.bin")
+    spans = store.contents.spans(e.content, e.size)
+    first = spans[0]
+    assert first.cid is not None
+    store.contents.load(ChunkId(first.cid))  # prefetched; the next chunk is not
+    length = first.length + 10
+    cache = store.contents.cache
+    assert store.contents.read_cached(e.content, e.size, 0, length) is None
+    assert (cache.hits, cache.misses) == (0, 0)
+    got = store.contents.read(e.content, e.size, 0, length)  # the worker
+    assert got == source(tmp_path, "big.bin")[:length]
+    assert cache.promotions == 0 and cache.segment_of(first.cid) == "probation"
+    assert store.contents.read_cached(e.content, e.size, 0, length) == got  # a re-read
+    assert cache.segment_of(first.cid) == "protected"
