@@ -41,7 +41,7 @@ class ObjectReader:
 
     def __init__(self, index: Index, packs_dir: Path) -> None:
         self.index = index
-        self.packs = PackReader(packs_dir, readahead=ReadAhead())
+        self.packs = PackReader(packs_dir, readahead=ReadAhead.for_packs(packs_dir))
         self._pack_names: dict[int, str] = {}
         self._lock = threading.Lock()
 

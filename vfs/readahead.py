@@ -13,33 +13,38 @@ read the next WINDOW bytes asynchronously, again every WINDOW/2, and reads each 
 its own pread from the page cache. Records are checked one by one when read (BLAKE3), as
 always.
 
-The kernel reads ahead by itself too, up to the device's `read_ahead_kb`, but only as far as
-its own heuristics follow: several threads reading one pack descriptor out of order, or a disk
-with the common 128 KiB default, leave it short. Measured in process on the 1 GB benchmark
-store (how: the commit message that added this), cold, medians; this machine's disk reads
-ahead 8 MiB by itself, "off" disables the kernel's read-ahead on the packs (POSIX_FADV_RANDOM)
-to stand for a disk that reads ahead little:
+The kernel reads ahead by itself too, up to the device's `read_ahead_kb`: when that is at least
+half a WINDOW (this machine's virtio disk: 8 MiB), hints only cost system time, so
+`ReadAhead.for_packs` leaves them off; when it is small (128 KiB is the common default) they
+pay. Measured in process on the 1 GB benchmark store (how: the commit message that added this),
+cold, interleaved runs on a machine loaded by other test suites, so the best and the median
+of 9 runs (5 with read-ahead off); "off" disables the kernel's read-ahead on the packs
+(POSIX_FADV_RANDOM) to stand for a disk that reads ahead little:
 
-                                          no hints        hints
-    every chunk in pack order, 8 MiB:     0.86 s          0.86 s
-    tar order, 128 KiB requests, 8 MiB:   1.57 s          1.06 s
-    big file, 4 prefetch threads, 8 MiB:  0.22 s          0.24 s
-    every chunk in pack order, off:       2.72 s          0.94 s
-    tar order, 128 KiB requests, off:     3.67 s          1.37 s
-    big file, 4 prefetch threads, off:    0.26 s          0.19 s
+    kernel read-ahead 8 MiB (this disk)   no hints             hints
+    every chunk in pack order             0.57 s / 0.69 s      0.70 s / 0.85 s, +0.3 s system
+    tar order, 128 KiB requests           0.69 s / 1.18 s      0.92 s / 1.07 s
+    big file, 4 prefetch threads          0.19 s / 0.22 s      0.18 s / 0.24 s
+    kernel read-ahead off                 no hints             hints
+    every chunk in pack order             1.95 s / 2.28 s      0.69 s / 0.83 s
+    tar order, 128 KiB requests           2.66 s / 2.91 s      1.03 s / 1.10 s
+    big file, 4 prefetch threads          0.25 s / 0.31 s      0.17 s / 0.21 s
 
 Reading whole 4-8 MiB windows with one pread into a buffer of raw records, and decoding the
 records that follow from it without a syscall, was measured too and lost to the hints in both
 cases (tar order 0.99 / 1.57 s against 0.84 / 1.10 s, a threaded big file 0.20 / 0.36 s against
-0.12 / 0.21 s): a record read from the page cache costs its copy, not its syscall, and a window
-adds one more copy of every record stored raw (most of an image dataset) and reads
-synchronously. Windows around small records read out of order made shuffled reads 2-3x slower.
+0.12 / 0.21 s), and to no hints on this disk (tar order 1.35 against 0.84 s): a record read
+from the page cache costs its copy, not its syscall, and a window adds one more copy of every
+record stored raw (most of an image dataset) and reads synchronously. Windows around small
+records read out of order made shuffled reads 2-3x slower.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 WINDOW = 8 << 20
 """Bytes the kernel is asked to read ahead of a sequential reader of a pack."""
@@ -56,11 +61,16 @@ class ReadAhead:
 
     def __init__(self, window: int = WINDOW) -> None:
         self.window = window
-        """0: no hints."""
+        """0: no hints (the kernel's own read-ahead is enough)."""
         self._lock = threading.Lock()
         self._ends: OrderedDict[str, list[int]] = OrderedDict()
         self._hinted: dict[str, int] = {}
         self.hints = 0
+
+    @classmethod
+    def for_packs(cls, packs_dir: Path) -> ReadAhead:
+        """Hints on unless the disk holding the packs reads ahead far enough by itself."""
+        return cls(window_for(kernel_readahead(packs_dir)))
 
     def hint(self, pack: str, offset: int, length: int) -> tuple[int, int] | None:
         """Note a read of [offset, offset + length) of a pack; (start, length) of the pack to
@@ -97,4 +107,32 @@ class ReadAhead:
             self._hinted.clear()
 
 
-__all__ = ["NEAR", "WINDOW", "ReadAhead"]
+def window_for(kernel_bytes: int | None) -> int:
+    """WINDOW, or 0 when the kernel reads at least half as far ahead by itself."""
+    if kernel_bytes is not None and kernel_bytes >= WINDOW // 2:
+        return 0
+    return WINDOW
+
+
+def kernel_readahead(path: Path) -> int | None:
+    """The kernel's read-ahead in bytes for the device holding `path` (None: unknown, e.g. a
+    filesystem without a block device)."""
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return None
+    major, minor = os.major(dev), os.minor(dev)
+    candidates = [Path(f"/sys/class/bdi/{major}:{minor}/read_ahead_kb")]
+    block = Path(f"/sys/dev/block/{major}:{minor}")
+    if block.exists():  # a partition has no queue of its own: its disk's
+        real = block.resolve()
+        candidates[:0] = [real / "queue/read_ahead_kb", real.parent / "queue/read_ahead_kb"]
+    for candidate in candidates:
+        try:
+            return int(candidate.read_text().strip()) * 1024
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+__all__ = ["NEAR", "WINDOW", "ReadAhead", "kernel_readahead", "window_for"]

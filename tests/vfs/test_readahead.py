@@ -13,7 +13,7 @@ from tests.treeutil import write
 from vfs.config import ChunkParams
 from vfs.errors import CorruptData
 from vfs.importer import import_tree
-from vfs.readahead import NEAR, ReadAhead
+from vfs.readahead import NEAR, WINDOW, ReadAhead, kernel_readahead, window_for
 from vfs.store import Store
 
 KiB = 1024
@@ -68,6 +68,17 @@ def test_a_gap_within_near_is_still_sequential_a_step_back_is_not() -> None:
     assert ra2.hint("p", 10 * MiB - 100, 100) is None
 
 
+def test_hints_only_where_the_kernel_reads_ahead_too_little() -> None:
+    assert window_for(None) == WINDOW
+    assert window_for(128 * KiB) == WINDOW
+    assert window_for(8 * MiB) == 0
+    found = kernel_readahead(Path("/"))
+    assert found is None or found >= 0
+    assert kernel_readahead(Path("/proc")) is None  # no device behind it
+    assert kernel_readahead(Path("/does/not/exist")) is None
+    assert ReadAhead.for_packs(Path("/")).window == window_for(found)
+
+
 def test_hinted_reads_return_the_verified_bytes_and_damage_still_fails(tmp_path: Path) -> None:
     store = Store.create(tmp_path / "store", chunk=ChunkParams.for_average(16 * KiB))
     data = random.Random(4).randbytes(3 * MiB)
@@ -75,7 +86,6 @@ def test_hinted_reads_return_the_verified_bytes_and_damage_still_fails(tmp_path:
     import_tree(store, tmp_path / "src", "v1")
     store.close()
     with Store.open(tmp_path / "store") as store:
-        assert store.reader.packs.readahead.window > 0  # on for every store
         store.reader.packs.readahead = ReadAhead(window=1 * MiB)
         e = store.lookup(store.resolve("v1"), b"big.bin")
         assert store.contents.read(e.content, e.size, 0, e.size) == data
