@@ -14,12 +14,13 @@ its own pread from the page cache. Records are checked one by one when read (BLA
 always.
 
 The kernel reads ahead by itself too, up to the device's `read_ahead_kb`: when that is at least
-half a WINDOW (this machine's virtio disk: 8 MiB), hints only cost system time, so
-`ReadAhead.for_packs` leaves them off; when it is small (128 KiB is the common default) they
-pay. Measured in process on the 1 GB benchmark store (how: the commit message that added this),
-cold, interleaved runs on a machine loaded by other test suites, so the best and the median
-of 9 runs (5 with read-ahead off); "off" disables the kernel's read-ahead on the packs
-(POSIX_FADV_RANDOM) to stand for a disk that reads ahead little:
+half a WINDOW (this machine's virtio disk: 8 MiB), hints gain nothing measurable (the table:
+within this machine's noise, where the same code varies 2x between runs) for a syscall per
+4 MiB, so `ReadAhead.for_packs` leaves them off; when it is small (128 KiB is the common
+default) they pay 2.5x. Measured in process on the 1 GB benchmark store (how: the commit
+message that added this), cold, interleaved runs on a machine loaded by other test suites, so
+the best and the median of 9 runs (5 with read-ahead off); "off" disables the kernel's
+read-ahead on the packs (POSIX_FADV_RANDOM) to stand for a disk that reads ahead little:
 
     kernel read-ahead 8 MiB (this disk)   no hints             hints
     every chunk in pack order             0.57 s / 0.69 s      0.70 s / 0.85 s, +0.3 s system
