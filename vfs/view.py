@@ -5,9 +5,10 @@ version's tree below its `@vN`), attributes, directory listings, reads and xattr
 types. Raises `vfs.errors.FsError` subclasses; `daemon.errors` alone maps them to errno.
 Never imports: daemon, trio, pyfuse3.
 
-Threads: every method runs in the trio thread except `read_blocking` and `prefetch`, which may
-block on disk and decompression and run in worker threads (they touch only thread-safe parts of
-the store: the object reader and the chunk cache).
+Threads: every method runs in the trio thread except `read_blocking`, `read_parts_blocking` and
+`prefetch`, which may block on disk and decompression and run in worker threads (they touch
+only thread-safe parts of the store: the object reader and the chunk cache; concurrent loads of
+one chunk are shared, `vfs.content`).
 """
 
 from __future__ import annotations
