@@ -49,6 +49,7 @@ T = TypeVar("T")
 Answer: TypeAlias = T | Coroutine[Any, Any, T]
 """A handler's answer now, or the coroutine that will answer (daemon.fuse.session)."""
 LOAD_TRIES = 3
+Parts: TypeAlias = list[memoryview]
 NEGATIVE_TIMEOUT = 24 * 3600.0
 PREFETCH_BYTES = 8 << 20
 HEAD_NAME = b"@head"
@@ -252,7 +253,7 @@ class Operations:
         return state
 
     @guarded
-    def read(self, ino: int, fh: int, off: int, size: int) -> Answer[bytes]:
+    def read(self, ino: int, fh: int, off: int, size: int) -> Answer[Parts]:
         handle = self._readers.get(ino)
         if handle is None:
             opened = self._nowait(lambda wait: self._reader(ino, wait))
@@ -264,17 +265,18 @@ class Operations:
         return self._read(handle, off, size)
 
     async def _read_after_open(self, opened: Coroutine[Any, Any, FileHandle], off: int,
-                               size: int) -> bytes:
+                               size: int) -> Parts:
         result = self._read(await opened, off, size)
-        return result if isinstance(result, bytes) else await result
+        return result if isinstance(result, list) else await result
 
-    def _read(self, handle: FileHandle, off: int, size: int) -> Answer[bytes]:
+    def _read(self, handle: FileHandle, off: int, size: int) -> Answer[Parts]:
+        """The bytes as views of cached chunks: the reply is written from them (no copy)."""
         for cid in self.view.prefetch_plan(handle, off, size, PREFETCH_BYTES):
             self._start_prefetch(cid)
-        data = self.view.read_cached(handle, off, size)
-        if data is not None:
-            return data
-        return trio.to_thread.run_sync(self.view.read_blocking, handle, off, size,
+        parts = self.view.read_parts_cached(handle, off, size)
+        if parts is not None:
+            return parts
+        return trio.to_thread.run_sync(self.view.read_parts_blocking, handle, off, size,
                                        limiter=self._limiter)
 
     def _start_prefetch(self, cid: ChunkId) -> None:

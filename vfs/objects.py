@@ -27,6 +27,7 @@ from vfs.errors import DsfsError, ObjectMissing
 from vfs.ids import ObjectId, ObjType, hash_object, short
 from vfs.index import Index
 from vfs.pack import PackReader, PackWriter, Record, SealedPack, encode_payload
+from vfs.readahead import ReadAhead
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class ObjectReader:
 
     def __init__(self, index: Index, packs_dir: Path) -> None:
         self.index = index
-        self.packs = PackReader(packs_dir)
+        self.packs = PackReader(packs_dir, readahead=ReadAhead.for_packs(packs_dir))
         self._pack_names: dict[int, str] = {}
         self._lock = threading.Lock()
 
@@ -76,7 +77,8 @@ class ObjectReader:
                 raise ObjectMissing(f"object {short(oid)} is not in the index", oid)
             try:
                 return self.packs.read(found.pack, found.loc.offset, oid, kind,
-                                       found.loc.plain_len, found.loc.stored_len)
+                                       found.loc.plain_len, found.loc.stored_len,
+                                       readahead=kind == ObjType.CHUNK)
             except ObjectMissing:
                 # gc may have moved the object to a new pack since we looked: look again once.
                 self.packs.forget(found.pack)

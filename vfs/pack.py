@@ -36,6 +36,7 @@ import zstandard
 from vfs.errors import CorruptData, ObjectMissing, StoreWriteError
 from vfs.fsutil import fsync_dir, no_space
 from vfs.ids import ObjectId, ObjType, PackName, hash_object, short
+from vfs.readahead import ReadAhead
 
 PACK_MAGIC = b"DSFSPACK"
 PACK_HEADER = struct.Struct("<8sHHI")
@@ -240,9 +241,11 @@ class PackReader:
     can never be reused for another pack while a thread is about to pread from it.
     """
 
-    def __init__(self, packs_dir: Path, max_open: int = 64) -> None:
+    def __init__(self, packs_dir: Path, max_open: int = 64,
+                 readahead: ReadAhead | None = None) -> None:
         self.packs_dir = packs_dir
         self.max_open = max_open
+        self.readahead = readahead if readahead is not None else ReadAhead(window=0)
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._users: dict[int, int] = {}
         self._doomed: set[int] = set()
@@ -290,6 +293,7 @@ class PackReader:
             fd = self._fds.pop(name, None)
             if fd is not None:
                 self._close_when_unused(fd)
+        self.readahead.forget(name)
 
     def close_deleted(self) -> list[str]:
         """Close the descriptors of packs deleted from disk (by gc): their space comes back
@@ -298,6 +302,8 @@ class PackReader:
             gone = [name for name, fd in self._fds.items() if os.fstat(fd).st_nlink == 0]
             for name in gone:
                 self._close_when_unused(self._fds.pop(name))
+        for name in gone:
+            self.readahead.forget(name)
         return gone
 
     def read_raw(self, name: str, offset: int, length: int) -> bytes:
@@ -315,7 +321,16 @@ class PackReader:
             self._release(fd)
 
     def read(self, name: str, offset: int, oid: ObjectId, kind: ObjType, plain_len: int,
-             stored_len: int) -> bytes:
+             stored_len: int, *, readahead: bool = False) -> bytes:
+        """The verified plain bytes of the record at `offset` (CorruptData names the object).
+
+        `readahead`: when this pack is being read sequentially, the kernel is asked to read the
+        next few MiB of it in the background (`vfs.readahead`).
+        """
+        if readahead and self.readahead.window:
+            ahead = self.readahead.hint(name, offset, REC_HEADER.size + stored_len)
+            if ahead is not None:
+                self._advise(name, *ahead)
         header, payload = self.read_parts(
             name, [(offset, REC_HEADER.size), (offset + REC_HEADER.size, stored_len)])
         try:
@@ -325,11 +340,25 @@ class PackReader:
         except CorruptData as exc:
             raise CorruptData(f"{exc} (pack {name[:12]} offset {offset})", oid) from None
 
+    def _advise(self, name: str, start: int, length: int) -> None:
+        """Ask the kernel to read [start, start + length) of a pack in the background."""
+        try:
+            fd = self._acquire(name)
+        except OSError:
+            return  # the read that follows reports it
+        try:
+            os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            self._release(fd)
+
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
                 self._close_when_unused(fd)
             self._fds.clear()
+        self.readahead.clear()
 
 
 def scan_pack(path: Path) -> tuple[list[Record], list[str]]:

@@ -6,9 +6,10 @@ types, and which versions the mount pins (`vfs.locks`) because the kernel holds 
 Raises `vfs.errors.FsError` subclasses; `daemon.errors` alone maps them to errno.
 Never imports: daemon, trio, pyfuse3.
 
-Threads: every method runs in the trio thread except `read_blocking` and `prefetch`, which may
-block on disk and decompression and run in worker threads (they touch only thread-safe parts of
-the store: the object reader and the chunk cache), and the `load` of a `WouldBlock`.
+Threads: every method runs in the trio thread except `read_blocking`, `read_parts_blocking` and
+`prefetch`, which may block on disk and decompression and run in worker threads (they touch
+only thread-safe parts of the store: the object reader and the chunk cache; concurrent loads of
+one chunk are shared, `vfs.content`), and the `load` of a `WouldBlock`.
 
 Never waiting: `lookup`, `getattr`/`attr`, `node`, `readdir`/`readdirplus`, `readlink`,
 `listxattr`/`getxattr` and `open` take `wait`. With wait=False they read nothing that is not in
@@ -38,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from vfs.content import FileContent
+from vfs.content import FileContent, parts_to_bytes
 from vfs.errors import (
     CorruptData,
     IsADir,
@@ -61,6 +62,10 @@ LONG_TIMEOUT = 24 * 3600.0
 DAMAGED_HINT = "run `dsfs verify` to see what else is damaged"
 ROOT_TIMEOUT = 1.0
 BLOCK = 4096
+PREFETCH_MAX = 32 << 20
+"""How far a long sequential read of one file plans ahead at most."""
+PREFETCH_CHUNKS = 8
+"""Chunks one read may start prefetching at most (each one costs a worker thread's turn)."""
 MAX_LAYOUT_SPANS = 1 << 18
 """Chunk-list spans of the layouts kept for `open` (~100 bytes each): 16,000 files of two or
 three chunks, or one 128 GiB file."""
@@ -105,6 +110,10 @@ class FileHandle:
     layout: FileContent | None
     next_offset: int = 0
     """Where the last read ended: a read starting here is sequential and triggers prefetch."""
+    ahead: int = 0
+    """How far the current sequential run reads ahead (0: not sequential): `prefetch_plan`."""
+    planned_to: int = 0
+    """The file offset up to which prefetch of the current run has been planned."""
 
 
 class _Lru(Generic[K, V]):
@@ -598,47 +607,93 @@ class VersionsView:
         (`remember`/`forget`), not open files."""
 
     def read_cached(self, fh: FileHandle, offset: int, size: int) -> bytes | None:
-        """The bytes if every chunk they need is in the cache, else None (then read_blocking)."""
-        e = fh.node.entry  # an open file pins its version: gc keeps its data
-        return self.store.contents.read_cached(e.content, e.size, offset, size)
+        """The bytes if every chunk they need is in the cache, else None (then read_blocking).
+        Never blocks on disk, decompression or a lock held across either (event loop)."""
+        parts = self.read_parts_cached(fh, offset, size)
+        return None if parts is None else parts_to_bytes(parts)
 
     def read_blocking(self, fh: FileHandle, offset: int, size: int) -> bytes:
         """Read through the store (may block on disk and decompression: worker thread)."""
+        return parts_to_bytes(self.read_parts_blocking(fh, offset, size))
+
+    def read_parts_cached(self, fh: FileHandle, offset: int, size: int
+                          ) -> list[memoryview] | None:
+        """Like `read_cached`, as views of the cached chunks (no byte copied): reply with
+        `vfs.content.join_parts(parts)`, which copies nothing when the read is one piece."""
         e = fh.node.entry  # an open file pins its version: gc keeps its data
-        return self.store.contents.read(e.content, e.size, offset, size)
+        return self.store.contents.read_parts(e.content, e.size, offset, size, cached_only=True,
+                                              layout=fh.layout)
+
+    def read_parts_blocking(self, fh: FileHandle, offset: int, size: int) -> list[memoryview]:
+        """Like `read_blocking`, as views of the cached chunks (worker thread)."""
+        e = fh.node.entry
+        parts = self.store.contents.read_parts(e.content, e.size, offset, size,
+                                               layout=fh.layout)
+        assert parts is not None
+        return parts
 
     def _chunks_for(self, fh: FileHandle, offset: int, size: int) -> list[ChunkId]:
+        """The chunks holding bytes [offset, offset + size) of the file, in order."""
+        return [cid for cid, _, _ in self._chunk_spans(fh, offset, size)]
+
+    def _chunk_spans(self, fh: FileHandle, offset: int, size: int
+                     ) -> Iterator[tuple[ChunkId, int, int]]:
+        """(chunk, start, end in the file) for the chunks holding [offset, offset + size)."""
         e = fh.node.entry
         kind = ref_kind(e.content)
         if kind == REF_CHUNK:
-            return [ChunkId(ref_id(e.content))] if offset < e.size else []
+            if offset < e.size:
+                yield ChunkId(ref_id(e.content)), 0, e.size
+            return
         if kind != REF_LIST or fh.layout is None:
-            return []
+            return
         layout = fh.layout
-        out: list[ChunkId] = []
-        i = layout.locate(offset)
+        i = max(layout.locate(offset), 0)
         end = min(offset + size, layout.size)
-        while 0 <= i < len(layout.spans) and layout.starts[i] < end:
+        while i < len(layout.spans) and layout.starts[i] < end:
             cid = layout.spans[i].cid
             if cid is not None:
-                out.append(cid)
+                yield cid, layout.starts[i], layout.starts[i] + layout.spans[i].length
             i += 1
-        return out
 
     def prefetch_plan(self, fh: FileHandle, offset: int, size: int, ahead: int) -> list[ChunkId]:
-        """Chunks after this read worth fetching now, when the reads are sequential."""
+        """Chunks after this read worth loading now, when the reads are sequential.
+
+        The distance read ahead starts at `ahead` and doubles with every sequential read up to
+        PREFETCH_MAX (as the kernel's read-ahead does); each call plans only the chunks that
+        entered the window since the last one (`fh.planned_to`), at most PREFETCH_CHUNKS, and
+        skips those already cached (probing the cache is no use of a chunk). A read elsewhere
+        starts over. Event loop: no I/O.
+        """
         sequential = offset == fh.next_offset
         fh.next_offset = offset + size
         if not sequential or fh.layout is None:
+            fh.ahead = 0
+            fh.planned_to = 0
+            return []
+        fh.ahead = min(max(ahead, fh.ahead * 2), max(ahead, PREFETCH_MAX))
+        start = max(offset + size, fh.planned_to)
+        stop = min(offset + size + fh.ahead, fh.layout.size)
+        if start >= stop:
             return []
         cache = self.store.contents.cache
-        return [c for c in self._chunks_for(fh, offset + size, ahead)
-                if cache.get(c) is None][:8]
+        out: list[ChunkId] = []
+        planned_to = stop
+        for cid, begin, end in self._chunk_spans(fh, start, stop - start):
+            if len(out) >= PREFETCH_CHUNKS:
+                planned_to = max(begin, start)  # this chunk is for a later read to plan
+                break
+            planned_to = max(planned_to, end)
+            if begin >= offset + size and cid not in cache:  # this read loads its own
+                out.append(cid)
+        fh.planned_to = planned_to
+        return out
 
     def prefetch(self, cid: ChunkId) -> None:
-        """Load one chunk into the cache (worker thread); errors surface on the real read."""
+        """Load one chunk into the cache (worker thread), sharing a load in flight, without
+        counting a use of it; errors surface on the real read."""
         try:
-            self.store.contents.chunk(cid)
+            self.store.contents.load(cid)
         except Exception:
             return
 

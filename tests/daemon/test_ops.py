@@ -52,9 +52,9 @@ async def test_lookup_getattr_read_without_open(ops: Operations) -> None:
     ino = await lookup_path(ops, b"@v1", b"dir", b"file.txt")
     attr = await answer(ops.getattr(ino, CTX))  # type: ignore[arg-type]
     assert attr.st_size == 11 and attr.entry_timeout > 3600
-    assert await answer(ops.read(ino, 0, 6, 100)) == b"world"
+    assert b"".join(await answer(ops.read(ino, 0, 6, 100))) == b"world"
     big = await lookup_path(ops, b"@v1", b"big.bin")
-    data = await answer(ops.read(big, 0, 1 << 20, 4096))
+    data = b"".join(await answer(ops.read(big, 0, 1 << 20, 4096)))
     assert len(data) == 4096
 
 
@@ -82,7 +82,7 @@ async def test_unexpected_exception_becomes_eio_and_is_logged(
     def broken(*args: object) -> bytes:
         raise RuntimeError("bug in the read path")
 
-    monkeypatch.setattr(ops.view, "read_cached", broken)
+    monkeypatch.setattr(ops.view, "read_parts_cached", broken)
     with caplog.at_level(logging.ERROR), pytest.raises(FUSEError) as err:
         await answer(ops.read(ino, 0, 0, 10))
     assert err.value.errno == errno.EIO
@@ -97,8 +97,8 @@ async def test_corrupt_chunk_is_eio_naming_version_and_file(
     def corrupt(*args: object) -> bytes:
         raise CorruptData("object 0123456789ab fails its hash check")
 
-    monkeypatch.setattr(ops.view, "read_cached", lambda *a: None)
-    monkeypatch.setattr(ops.view, "read_blocking", corrupt)
+    monkeypatch.setattr(ops.view, "read_parts_cached", lambda *a: None)
+    monkeypatch.setattr(ops.view, "read_parts_blocking", corrupt)
     with caplog.at_level(logging.ERROR), pytest.raises(FUSEError) as err:
         await answer(ops.read(ino, 0, 0, 10))
     assert err.value.errno == errno.EIO
