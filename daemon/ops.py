@@ -212,8 +212,9 @@ class Operations:
             return
         for name, node, nxt in self.view.readdir(handle, offset, wait=wait):
             brief = EntryAttributes(st_ino=node.ino, st_mode=node.entry.mode)
-            if not readdir_reply(token, name, brief, nxt + shift):
-                self.view.inodes.drop_unreferenced(node)
+            added = readdir_reply(token, name, brief, nxt + shift)
+            self.view.inodes.drop_unreferenced(node)  # a plain READDIR takes no reference
+            if not added:
                 return
             resume[0] = nxt + shift
 
