@@ -462,13 +462,16 @@ async def _main(store: Store, mount: Mounted, view: VersionsView, ready_fd: int 
 def spawn_background(argv: list[str], log_path: Path, timeout: float = 30.0) -> str:
     """Start the foreground daemon detached; return once it has mounted (or say why not).
 
+    `-P`: the daemon imports dsfs as installed, never a `daemon/` or `vfs/` that happens to
+    lie in the current directory (it ran another checkout's code that way).
+
     Returns the daemon's ready line: "ok", or "ok nohead" when another process serves @head.
     """
     read_fd, write_fd = os.pipe()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", *argv, "--foreground", "--ready-fd",
+            [sys.executable, "-P", "-m", "daemon.cli", *argv, "--foreground", "--ready-fd",
              str(write_fd)], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
             pass_fds=(write_fd,), start_new_session=True)
     os.close(write_fd)
