@@ -17,11 +17,17 @@ THE ORDER (a thread holding a lock may only take locks further down this list):
   3. ``OVERLAY_SYNC`` held through a whole sync of the overlay files (`vfs.head.overlaysync`),
                    so syncs complete in the order they start; only worker threads take it.
   4. ``OVERLAYS``  the descriptor tables of `vfs.head.overlay.Overlays`.
-  5. leaves        the store's caches and readers (`vfs.content`, `vfs.pack`, `vfs.tree`,
-                   `vfs.objects`): plain locks that never take another lock while held.
+  5. leaves        the store's caches and readers (`vfs.content` with its single-flight
+                   loads, `vfs.chunkcache`, `vfs.readahead`, `vfs.pack`, `vfs.tree`,
+                   `vfs.objects`), the view's layout and fact caches (`vfs.view._Lru`) and
+                   the version pins' table (`vfs.locks.VersionPins`): plain locks that never
+                   take another lock and are never held across disk I/O (a thread waiting for a
+                   chunk another thread loads waits on that load's event, holding no lock).
 
 The daemon's trio-side gate (`daemon.headops.Gate`) and per-file trio locks come before all of
-these. The trio thread never blocks on a ``FILE`` lock: it tries it without waiting and hands
+these. The versions' requests take only leaves on the trio thread, and only without waiting on
+I/O: what is not in memory is loaded in a worker (`vfs.errors.WouldBlock`).
+The trio thread never blocks on a ``FILE`` lock: it tries it without waiting and hands
 the work to a worker thread when another thread holds it (a reader doing disk I/O), so the
 event loop never waits for a worker's I/O. ``HEAD_DB`` is the only lock both sides wait for,
 and nothing holds it across disk I/O that can take long.
