@@ -41,7 +41,7 @@ from vfs.errors import DsfsError, NoEntry, WouldBlock
 from vfs.head.state import HEAD_ROOT
 from vfs.ids import ChunkId, TreeId
 from vfs.inodes import ROOT_INO, to_head
-from vfs.model import REF_CHUNK, Entry, Kind, ref_id, ref_kind
+from vfs.model import Kind
 from vfs.view import Attr, DirHandle, FileHandle, VersionsView
 
 log = logging.getLogger("dsfs.mount")
@@ -49,8 +49,6 @@ T = TypeVar("T")
 Answer: TypeAlias = T | Coroutine[Any, Any, T]
 """A handler's answer now, or the coroutine that will answer (daemon.fuse.session)."""
 LOAD_TRIES = 3
-SMALL_FILE = 1 << 20
-"""Files up to this size held in one chunk are loaded when looked up (`_load_small_file`)."""
 Parts: TypeAlias = list[memoryview]
 NEGATIVE_TIMEOUT = 24 * 3600.0
 PREFETCH_BYTES = 8 << 20
@@ -162,20 +160,8 @@ class Operations:
                     return negative_entry(NEGATIVE_TIMEOUT)  # cached: a version never changes
                 raise
             self.view.remember(node)
-            self._load_small_file(node.entry)
             return entry_attributes(attr)
         return self._nowait(attempt)
-
-    def _load_small_file(self, entry: Entry) -> None:
-        """A small file looked up is about to be read whole (training loaders open files by
-        path): start loading its one chunk now, so the READ that follows the LOOKUP finds it
-        loaded or in flight (single-flight) instead of paying a second round trip to disk."""
-        if entry.kind != Kind.FILE or not 0 < entry.size <= SMALL_FILE \
-                or ref_kind(entry.content) != REF_CHUNK:
-            return
-        cid = ChunkId(ref_id(entry.content))
-        if cid not in self.view.store.contents.cache:
-            self._start_prefetch(cid)
 
     @guarded
     def forget(self, inodes: Sequence[tuple[int, int]]) -> None:
