@@ -167,11 +167,13 @@ class Session:
                 return
             result = decoder(self, nodeid, body, ctx)
         except FUSEError as exc:
-            self._reply_error(unique, exc.errno)
+            if op not in NO_REPLY:  # FORGET and INTERRUPT are never answered, not even errors
+                self._reply_error(unique, exc.errno)
             return
         except Exception:
             log.exception("%s: unexpected error decoding or answering %s", self.name, op.name)
-            self._reply_error(unique, errno.EIO)
+            if op not in NO_REPLY:
+                self._reply_error(unique, errno.EIO)
             return
         if op in NO_REPLY:
             if isinstance(result, Coroutine):
