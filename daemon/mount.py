@@ -287,15 +287,13 @@ async def _poll_versions(view: VersionsView, mount: Mounted) -> None:
 
 
 async def _forget_dropped(mount: Mounted, numbers: set[int]) -> None:
-    """Make the kernel drop every name it caches in dropped versions. Files open there stay
-    readable; once closed, the kernel forgets them and the versions are unpinned (gc may then
-    take their data). Directory listings are read in a worker thread."""
+    """Make the kernel drop every name it caches in dropped versions (`VersionsView.held_names`).
+    Files open there stay readable; once closed, the kernel forgets them and the versions are
+    unpinned (gc may then take their data). Listings are read in a worker thread."""
     assert mount.versions is not None
-    dirs = mount.ops.dropped_directories(numbers)
-    if not dirs:
-        return
+    held = [mount.ops.view.held_names(n) for n in numbers]  # the inode table: on the loop
     try:
-        names = await trio.to_thread.run_sync(mount.ops.names_to_forget, dirs)
+        names = await trio.to_thread.run_sync(lambda: [name for g in held for name in g])
         await trio.to_thread.run_sync(mount.versions.invalidate_entries_blocking, names)
     except Exception:
         log.exception("could not make the kernel forget dropped versions")

@@ -17,7 +17,6 @@ which must see every open, is another connection mounted on the `@head` director
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import stat
@@ -39,9 +38,8 @@ from daemon.fuse import (
 from daemon.guard import guarded
 from vfs.errors import DsfsError, NoEntry, WouldBlock
 from vfs.head.state import HEAD_ROOT
-from vfs.ids import ChunkId, TreeId
+from vfs.ids import ChunkId
 from vfs.inodes import ROOT_INO, to_head
-from vfs.model import Kind
 from vfs.view import Attr, DirHandle, FileHandle, VersionsView
 
 log = logging.getLogger("dsfs.mount")
@@ -85,9 +83,8 @@ class Operations:
         """The `@head` directory in the root while @head is served (its own connection is
         mounted on it); None: no @head in this mount."""
         self.head_mounted = trio.Event()
-        """Set once @head's connection is mounted on the `@head` directory (the daemon says
-        it is ready only then); until then `@head` is an empty directory nobody may cache,
-        and the root does not list it."""
+        """Set once @head's connection is mounted on the `@head` directory: until then the
+        connection makes every request but the mounting thread's wait (Session.opening)."""
         self._readers: OrderedDict[int, FileHandle] = OrderedDict()
         self._dirs: dict[int, DirHandle] = {}
         """Listing cursors of directories being read (a listing's next READDIR goes on
@@ -113,42 +110,13 @@ class Operations:
         except DsfsError:
             return op
 
-    def dropped_directories(self, numbers: set[int]) -> list[tuple[int, int, bytes, TreeId]]:
-        """(inode, parent inode, name, tree) of every directory the kernel holds in versions
-        that were dropped: their names must leave the kernel's cache, so that a file still
-        open there is forgotten (and its version unpinned) once it is closed."""
-        return [(n.ino, n.parent, n.entry.name, n.entry.tree)
-                for n in self.view.inodes.nodes()
-                if n.version in numbers and n.entry.kind == Kind.DIR and n.entry.ref]
-
-    def names_to_forget(self, dirs: list[tuple[int, int, bytes, TreeId]]
-                        ) -> list[tuple[int, bytes]]:
-        """The (parent, name) pairs to invalidate for `dropped_directories` (worker thread:
-        reads the directories' listings), children before their directories."""
-        out: list[tuple[int, bytes]] = []
-        for ino, parent, name, tree in dirs:
-            try:
-                out.extend((ino, e.name) for e in self.view.store.trees.entries_from(tree, 0))
-            except DsfsError as exc:  # gc removed it already: the kernel forgets it anyway
-                log.info("could not list a dropped directory: %s", exc)
-            if parent:
-                out.append((parent, name))
-        return out
-
     # -- names and attributes --------------------------------------------------------------
-
-    def _head_entry(self, head_dir: EntryAttributes) -> EntryAttributes:
-        if self.head_mounted.is_set():
-            return head_dir
-        # not cached until @head's connection is mounted on it: the next walk asks again.
-        # (Never wait here: the mount's own lookup of this name would queue behind ours.)
-        return dataclasses.replace(head_dir, entry_timeout=0.0, attr_timeout=0.0)
 
     @guarded
     def lookup(self, parent: int, name: bytes, ctx: RequestContext) -> Answer[EntryAttributes]:
         if self.head_dir is not None:
             if parent == ROOT_INO and name == HEAD_NAME:
-                return self._head_entry(self.head_dir)
+                return self.head_dir
             if parent == HEAD_DIR_INO:
                 raise FUSEError(errno.ENOENT)  # the empty directory under @head's mount
 
@@ -173,7 +141,7 @@ class Operations:
     @guarded
     def getattr(self, ino: int, ctx: RequestContext) -> Answer[EntryAttributes]:
         if ino == HEAD_DIR_INO and self.head_dir is not None:
-            return self._head_entry(self.head_dir)
+            return self.head_dir
         return self._nowait(lambda wait: entry_attributes(self.view.getattr(ino, wait=wait)))
 
     @guarded
@@ -194,8 +162,7 @@ class Operations:
         if handle is None:
             handle = self._dirs[ino] = self.view.opendir(ino, wait=wait)
         shift = 0
-        if handle.node.ino == ROOT_INO and self.head_dir is not None \
-                and self.head_mounted.is_set():
+        if handle.node.ino == ROOT_INO and self.head_dir is not None:
             shift = 1
             if resume[0] == 0:
                 if not readdir_reply(token, HEAD_NAME, self.head_dir, 1):

@@ -90,10 +90,6 @@ class InodeTable:
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def nodes(self) -> list[Node]:
-        """Every node the table holds (a snapshot)."""
-        return list(self._nodes.values())
-
     def get(self, ino: int) -> Node | None:
         return self._nodes.get(ino)
 
