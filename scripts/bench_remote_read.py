@@ -1,0 +1,232 @@
+"""The clone, read and bound parts of `scripts/bench remote` (see bench_remote.py).
+
+Owns: what the server holds for them (v1 and a many-files version pushed by dsfs, v1 copied as
+plain objects by rclone), the latency of each session (a fresh bench_remote_proxy.py above
+0 ms), timing `dsfs clone`, the first byte and the cold tar through a lazily fetching clone's
+mount against `rclone mount`, and the cache's size against --cache-size. Never imports: vfs,
+daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_head_data import bench_module
+
+B = bench_module()
+
+import bench_remote_tools as T  # noqa: E402
+
+Json = dict[str, Any]
+Ctx = Any  # bench_remote.Ctx
+
+
+def prepare_remotes(ctx: Ctx) -> None:
+    """Untimed: v1 and the many-files version pushed by dsfs; v1 copied by rclone (timed once)."""
+    args = ctx.args
+    ctx.server.reset()
+    if "dsfs" in args.tools and not ctx.dsfs_missing:
+        ctx.server.create_bucket("dsfsread")
+        sources = [("data", ctx.data.pristine)] if {"read", "bound"} & set(args.parts) else []
+        if "clone" in args.parts:
+            sources.append(("many", many_tree(ctx)))
+        for name, tree in sources:
+            tool = T.DsfsRemote(ctx.runner, ctx.home / "sources" / name, args.dsfs, ctx.server.url)
+            try:
+                B.log(f"dsfs: storing and pushing {tree} to s3://dsfsread/{name} (untimed)")
+                tool.fresh(tree)
+                tool.ingest(tree, "v1")
+                tool.remote_add(f"s3://dsfsread/{name}")
+                tool.push("v1")
+                ctx.commands.setdefault(f"source {name}", {}).update(tool.commands)
+            except (B.ToolFailed, OSError) as e:
+                ctx.failed("clone" if name == "many" else "read dsfs", f"pushing {name}: {e}")
+            finally:
+                tool.cleanup(tree)
+    if "rclone" in args.tools and "read" in args.parts:
+        ctx.server.create_bucket("rclone")
+        rclone = T.Rclone(ctx.runner, ctx.home / "rclone", ctx.server.url)
+        ctx.versions.setdefault("rclone", rclone.version())
+        try:
+            os.sync()
+            t = rclone.copy(ctx.data.pristine, "rclone/v1")
+            objects, size = ctx.server.usage("rclone")
+            run = {"seconds": t.seconds, "objects": objects, "uploaded": size}
+            ctx.record("rclone copy v1", run, rclone.commands)
+        except (B.ToolFailed, OSError) as e:
+            ctx.failed("read rclone", f"rclone copy: {e}")
+    ctx.facts["server_after_upload"] = ctx.server.memory()
+
+
+def many_tree(ctx: Ctx) -> Path:
+    args = ctx.args
+    base: Path = args.workdir / "data" / f"manyfiles-{args.files}-dirs-seed{args.seed}"
+    tree = base / "data"  # the tree `scripts/bench manyfiles --count N` makes and keeps
+    gen = ["manyfiles", str(tree), "--count", str(args.files), "--seed", str(args.seed)]
+    stamp = {"kind": "manyfiles", "count": args.files, "flat": False, "seed": args.seed}
+    if B.reuse_or_generate(ctx.runner, base, tree, stamp, gen):
+        B.TouchedFile(base, tree, ctx.runner).restore()  # left changed by an interrupted run
+    ctx.many = B.tree_stats(tree)
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------
+# clone, read, bound
+
+
+@contextlib.contextmanager
+def endpoint(ctx: Ctx, latency: float, into: Json) -> Any:
+    """The URL to reach the server at this latency (a fresh proxy above 0 ms)."""
+    if latency <= 0:
+        yield ctx.server.url
+        return
+    proxy = T.LatencyProxy(ctx.server.port, latency, ctx.runner.logdir)
+    proxy.start()
+    ctx.facts["proxy_command"] = proxy.command
+    try:
+        yield proxy.url
+    finally:
+        counts = proxy.stop()
+        into.update({f"proxy_{k}": v for k, v in counts.items()})
+
+
+def lat_key(latency: float) -> str:
+    return f"{latency:g} ms"
+
+
+def clone_many(ctx: Ctx, latency: float) -> None:
+    r: Json = {}
+    with endpoint(ctx, latency, r) as url:
+        tool = T.DsfsRemote(ctx.runner, ctx.home / "clones" / "many", ctx.args.dsfs, url)
+        try:
+            ctx.drop()
+            B.log(f"dsfs: clone of {ctx.args.files:,} files at {lat_key(latency)}")
+            r["seconds"] = tool.clone(
+                "s3://dsfsread/many", f"clone many {lat_key(latency)}"
+            ).seconds
+        finally:
+            tool.cleanup(Path())
+    ctx.record(f"clone {lat_key(latency)}", r, tool.commands)
+
+
+def tar_session(ctx: Ctx, t: Any, r: Json, first_byte: bool) -> None:
+    """Mount (cold), first byte, drop caches, cold tar of v1, then unmount."""
+    limit = 600 + 3600 * ctx.args.scale
+    ctx.drop()
+    start = time.perf_counter()
+    try:
+        r["mount_seconds"] = t.mount()
+        if first_byte:
+            path = t.root() / ctx.deep
+            r["first_byte_seconds"] = B.with_deadline(
+                lambda: B.read_first_byte(path, start), f"first byte of {path}", 120, t.hung
+            )
+        ctx.drop()
+        r["tar_seconds"] = t.shell("tar (cold)", B.TAR, t.root(), limit)
+        r["tar_mb_per_s"] = ctx.source.bytes / B.MB / r["tar_seconds"]
+        r.update({f"daemon_{k}": v for k, v in t.daemon_memory().items() if k != "daemon_pids"})
+    finally:
+        t.unmount()
+
+
+def read_dsfs(ctx: Ctx, latency: float) -> None:
+    r: Json = {}
+    key = f"read dsfs {lat_key(latency)}"
+    with endpoint(ctx, latency, r) as url:
+        tool = T.DsfsRemote(ctx.runner, ctx.home / "clones" / "data", ctx.args.dsfs, url)
+        t = T.LazyDsfsMount("dsfs", ctx.runner, tool, ctx.home / "mnt" / "dsfs")
+        t.cache_size = ctx.args.cache_size or 2 * ctx.source.bytes
+        r["cache_size"] = t.cache_size
+        try:
+            r["clone_seconds"] = tool.clone("s3://dsfsread/data", f"clone data {key}").seconds
+            clone_bytes = B.tree_stats(tool.store).allocated
+            tar_session(ctx, t, r, first_byte=True)
+            r["cache"] = tool.cache_json()
+            r["cache_bytes"] = cache_bytes(r["cache"])
+            r["store_growth"] = B.tree_stats(tool.store).allocated - clone_bytes
+        finally:
+            t.unmount()
+            tool.cleanup(Path())
+    log_read(key, r)
+    ctx.record(key, r, t.commands)
+
+
+def read_rclone(ctx: Ctx, latency: float) -> None:
+    r: Json = {}
+    key = f"read rclone {lat_key(latency)}"
+    with endpoint(ctx, latency, r) as url:
+        rclone = T.Rclone(ctx.runner, ctx.home / "rclone", url)
+        t = T.RcloneMount("rclone", ctx.runner, rclone, ctx.home / "mnt" / "rclone", "rclone/v1")
+        try:
+            tar_session(ctx, t, r, first_byte=True)
+            r["cache_bytes"] = B.tree_stats(rclone.home / "vfs-cache").allocated
+        finally:
+            t.unmount()
+            shutil.rmtree(rclone.home, ignore_errors=True)
+    log_read(key, r)
+    ctx.record(key, r, t.commands)
+
+
+def log_read(key: str, r: Json) -> None:
+    fb = B.fmt_ms(r.get("first_byte_seconds"))
+    B.log(f"{key}: first byte {fb} ms, tar {B.fmt_s(r.get('tar_seconds'))} s")
+
+
+def cache_bytes(cache: Json) -> int | None:
+    """The bytes in use from `dsfs cache --json` (the key's name is the command's to choose)."""
+    for k in ("bytes_used", "used_bytes", "used", "bytes", "size", "cache_bytes"):
+        if isinstance(cache.get(k), int):
+            return int(cache[k])
+    return None
+
+
+class DiskSampler:
+    """The peak on-disk size of a directory, sampled every period seconds in a thread."""
+
+    def __init__(self, path: Path, period: float = 0.25) -> None:
+        self.path = path
+        self.period = period
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.peak = max(self.peak, B.tree_stats(self.path).allocated)
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bound_dsfs(ctx: Ctx) -> None:
+    r: Json = {}
+    tool = T.DsfsRemote(ctx.runner, ctx.home / "clones" / "bound", ctx.args.dsfs, ctx.server.url)
+    t = T.LazyDsfsMount("dsfs-bound", ctx.runner, tool, ctx.home / "mnt" / "bound")
+    t.cache_size = max(1, int(ctx.source.bytes * ctx.args.bound_fraction))
+    r["cache_size"] = t.cache_size
+    try:
+        tool.clone("s3://dsfsread/data", "clone data (bound)")
+        clone_bytes = B.tree_stats(tool.store).allocated
+        with DiskSampler(tool.store) as sampler:
+            tar_session(ctx, t, r, first_byte=False)
+        r["cache"] = tool.cache_json()
+        r["cache_bytes"] = cache_bytes(r["cache"])
+        r["store_growth"] = B.tree_stats(tool.store).allocated - clone_bytes
+        r["store_growth_peak"] = sampler.peak - clone_bytes
+    finally:
+        t.unmount()
+        tool.cleanup(Path())
+    ctx.record("bound", r, t.commands)
