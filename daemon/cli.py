@@ -460,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
     p.add_argument("--compact", action="store_true",
                    help="rewrite every pack that holds dropped data, not only mostly-dead ones")
+    from daemon.remotecli import add_remote_commands
+
+    add_remote_commands(add)
     from daemon.versioncli import add_version_command
 
     add_version_command(parser, add)
