@@ -270,6 +270,13 @@ def cmd_drop(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from vfs.gc import collect_garbage
 
+    if args.remote is not None:
+        from daemon.remotecli import gc_remote_command
+
+        if args.compact:
+            raise UserError("--compact is for the local store; remote packs are not rewritten")
+        return gc_remote_command(args)
+
     with open_store(args) as store:
         r = collect_garbage(store, dry_run=args.dry_run, progress=make_progress(args.quiet),
                             compact=args.compact)
@@ -460,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
     p.add_argument("--compact", action="store_true",
                    help="rewrite every pack that holds dropped data, not only mostly-dead ones")
+    p.add_argument("--remote", nargs="?", const="", default=None, metavar="NAME",
+                   help="collect a remote's garbage instead: a run marks packs no version "
+                        "there needs; a later run deletes those still unneeded once their mark "
+                        "is older than --grace (safe while others push)")
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="with --remote: how old a mark (and a pack) must be (default 3600)")
     from daemon.remotecli import add_remote_commands
 
     add_remote_commands(add)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from daemon.cli_common import emit_json, make_progress, note, open_store, store_path
 from vfs.remote.remotes import Remotes, RemoteSpec
+from vfs.remote.session import RemoteView
 
 
 def cmd_remote(args: argparse.Namespace) -> int:
@@ -103,6 +104,62 @@ def cmd_clone(args: argparse.Namespace) -> int:
     names = ", ".join(f"v{n}" for n in report.new_versions) or "no versions yet"
     note(args, f"cloned {args.url} into {dest}: {names}; `dsfs -s {dest} mount MNT` reads "
                "them, fetching data as it is read")
+    return 0
+
+
+def _view_of(args: argparse.Namespace) -> RemoteView:
+    from vfs.remote.session import read_remote
+
+    with open_store(args) as store:
+        spec = Remotes(store.root).get(args.remote or None)
+    backend = spec.open()
+    try:
+        return read_remote(backend)
+    except BaseException:
+        backend.close()
+        raise
+
+
+def verify_remote_command(args: argparse.Namespace) -> int:
+    from vfs.remote.check import verify_remote
+
+    view = _view_of(args)
+    try:
+        report = verify_remote(view, read_data=args.read_data,
+                               progress=make_progress(args.quiet))
+    finally:
+        view.backend.close()
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        for problem in report.problems:
+            print(f"DAMAGED {problem}")
+        what = "structure and data" if args.read_data else "structure"
+        if report.ok:
+            print(f"ok: {report.remote}: {report.versions} versions, {report.packs} packs, "
+                  f"{report.objects:,} objects, {what} intact")
+        else:
+            print(f"FAILED: {report.remote}: {len(report.problems)} problems")
+    return 0 if report.ok else 1
+
+
+def gc_remote_command(args: argparse.Namespace) -> int:
+    from vfs.remote.gc import gc_remote
+
+    view = _view_of(args)
+    try:
+        r = gc_remote(view, grace_s=args.grace, dry_run=args.dry_run,
+                      progress=make_progress(args.quiet))
+    finally:
+        view.backend.close()
+    if args.json:
+        emit_json(r.to_dict())
+        return 0
+    would = "would " if r.dry_run else ""
+    print(f"{r.remote}: {would}delete {len(r.deleted)} packs ({r.bytes_freed:,} bytes), "
+          f"{would}mark {len(r.marked)} unneeded packs for a later run; "
+          f"{r.waiting} marked packs wait for the grace period, {r.kept_young} unneeded packs "
+          f"are too young to mark (a push may be writing them)")
     return 0
 
 

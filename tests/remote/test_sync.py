@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vfs.remote.footer import read_remote_footer
 
 from tests.treeutil import tree_digest
 from vfs.errors import UserError
@@ -22,6 +21,7 @@ from vfs.remote import layout
 from vfs.remote.backend import Backend, RemoteObject, RemoteUnavailable
 from vfs.remote.clone import clone
 from vfs.remote.filebackend import FileBackend
+from vfs.remote.footer import read_remote_footer
 from vfs.remote.pull import pull
 from vfs.remote.push import RemoteConflict, push
 from vfs.remote.remotes import Remotes, RemoteSpec
@@ -70,7 +70,7 @@ def origin(tmp_path: Path, remote_url: str) -> Iterator[Store]:
 def _import(store: Store, tmp_path: Path, name: str, files: dict[str, bytes],
             message: str = "") -> int:
     src = _write(tmp_path / "src" / name, files)
-    return import_tree(store, src, message=message or name).number
+    return import_tree(store, src, message=message or name).version.number
 
 
 def _same_tree(store: Store, number: int, expect: Path, out: Path) -> None:
@@ -279,3 +279,80 @@ def test_drops_travel_and_clone_of_a_non_remote_is_refused_cleanly(
     with pytest.raises(UserError, match="is not a dsfs remote"):
         clone(f"file://{empty}", tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_verify_remote_finds_a_flipped_byte_and_a_missing_pack(origin: Store, tmp_path: Path,
+                                                               remote_url: str) -> None:
+    from vfs.remote.check import verify_remote
+    from vfs.remote.session import read_remote
+
+    _import(origin, tmp_path, "v1", _dataset(random.Random(5)))
+    push(origin, _spec(origin))
+    backend = FileBackend.from_url(remote_url)
+    assert verify_remote(read_remote(backend), read_data=True).ok
+    pack = max(backend.list(layout.PACKS), key=lambda o: o.size)  # data, not trees
+    path = Path(backend.root) / pack.key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert verify_remote(read_remote(backend)).ok  # structure alone cannot see it
+    found = verify_remote(read_remote(backend), read_data=True)
+    assert not found.ok and pack.key.rsplit("/", 1)[-1][:12] in found.problems[0]
+    path.unlink()
+    gone = verify_remote(read_remote(backend))
+    assert not gone.ok and any("no pack on the remote holds" in p or "lacks" in p
+                               for p in gone.problems)
+
+
+def test_gc_remote_marks_then_deletes_only_what_no_version_needs(
+        origin: Store, tmp_path: Path, remote_url: str) -> None:
+    from vfs.remote.check import verify_remote
+    from vfs.remote.gc import gc_remote
+    from vfs.remote.session import read_remote
+
+    rng = random.Random(6)
+    _import(origin, tmp_path, "v1", {"old.bin": rng.randbytes(2_000_000)})
+    push(origin, _spec(origin))
+    _import(origin, tmp_path, "v2", {"new.bin": rng.randbytes(2_000_000)})
+    push(origin, _spec(origin))
+    origin.drop("v1")
+    push(origin, _spec(origin))
+    backend = FileBackend.from_url(remote_url)
+    before = {o.key for o in backend.list(layout.PACKS)}
+    dry = gc_remote(read_remote(backend), grace_s=0, dry_run=True)
+    assert dry.marked and not list(backend.list(layout.TRASH))
+    first = gc_remote(read_remote(backend), grace_s=0)
+    assert first.marked == dry.marked and first.deleted == []
+    assert {o.key for o in backend.list(layout.PACKS)} == before
+    second = gc_remote(read_remote(backend), grace_s=0)
+    assert second.deleted == first.marked and second.bytes_freed > 2_000_000
+    assert {o.key for o in backend.list(layout.PACKS)} == before - {
+        layout.pack_key(name) for name in first.marked}
+    assert not list(backend.list(layout.TRASH))
+    assert verify_remote(read_remote(backend), read_data=True).ok
+    young = gc_remote(read_remote(backend), grace_s=3600)
+    assert young.marked == [] and young.deleted == []
+
+
+def test_a_push_needing_a_marked_pack_again_keeps_it(origin: Store, tmp_path: Path,
+                                                     remote_url: str) -> None:
+    from vfs.remote.gc import gc_remote
+    from vfs.remote.session import read_remote
+
+    shared = random.Random(7).randbytes(1_500_000)
+    _import(origin, tmp_path, "v1", {"shared.bin": shared})
+    push(origin, _spec(origin))
+    _import(origin, tmp_path, "v2", {"other.bin": b"x" * 1000})
+    push(origin, _spec(origin))
+    origin.drop("v1")
+    push(origin, _spec(origin))
+    backend = FileBackend.from_url(remote_url)
+    assert gc_remote(read_remote(backend), grace_s=0).marked
+    _import(origin, tmp_path, "v3", {"shared.bin": shared, "more": b"m"})  # dedups into v1's pack
+    push(origin, _spec(origin))
+    assert not list(backend.list(layout.TRASH))
+    assert gc_remote(read_remote(backend), grace_s=0).deleted == []
+    out = clone(remote_url, tmp_path / "c")
+    assert out.new_versions == [2, 3]
+    with Store.open(tmp_path / "c") as c:
+        _same_tree(c, 3, tmp_path / "src" / "v3", tmp_path / "out")

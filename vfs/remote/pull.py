@@ -23,15 +23,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import blake3
-
 from vfs import schema
-from vfs.errors import CorruptData, HeadBusy, UserError
+from vfs.errors import HeadBusy, UserError
 from vfs.fsutil import fsync_dir
-from vfs.ids import PackName
+from vfs.ids import ObjType, PackName
 from vfs.model import Version
 from vfs.objects import register_pack
 from vfs.pack import SealedPack, pack_path
@@ -40,6 +39,7 @@ from vfs.remote import layout
 from vfs.remote.backend import Backend
 from vfs.remote.footer import read_remote_footer
 from vfs.remote.layout import Claim, same_version
+from vfs.remote.packcheck import check_pack_bytes
 from vfs.remote.remotes import Remotes, RemoteSpec
 from vfs.remote.session import RemoteView, parallel, read_remote
 from vfs.store import Store
@@ -155,25 +155,25 @@ def _record(store: Store, view: RemoteView, report: PullReport) -> None:
     local_tags = store.tags()
     report.tags = {name: n for name, n in remote_tags.items() if local_tags.get(name) != n}
 
+    now = time.time_ns()
+    moved = {mapping[n]: replace(local[n], number=mapping[n], pulled_ns=now,
+                                 parent=mapping.get(local[n].parent, local[n].parent))
+             for n in mapping}
+    arrived = {n: replace(view.claims[n].version, pulled_ns=now) for n in new}
+    records = {n: schema.enc_msg(v.to_record()) for n, v in (moved | arrived).items()}
     def apply(txn: Any) -> None:
         dbs = store.index.dbs
-        moved = {mapping[n]: replace(local[n], number=mapping[n],
-                                     parent=mapping.get(local[n].parent, local[n].parent))
-                 for n in mapping}
         for old in mapping:
             txn.delete(schema.version_key(old), db=dbs["versions"])
-        for n, v in moved.items():
-            txn.put(schema.version_key(n), schema.enc_msg(v.to_record()), db=dbs["versions"])
+        for n, raw in records.items():
+            txn.delete(schema.version_key(n), db=dbs["dropped"])
+            txn.put(schema.version_key(n), raw, db=dbs["versions"])
         for name, n in local_tags.items():
             if n in mapping and name not in remote_tags:
                 txn.put(schema.tag_key(name), schema.tag_value(name, mapping[n]), db=dbs["tags"])
-        for n in new:
-            txn.delete(schema.version_key(n), db=dbs["dropped"])
-            txn.put(schema.version_key(n), schema.enc_msg(view.claims[n].version.to_record()),
-                    db=dbs["versions"])
         for n in report.dropped:
             txn.delete(schema.version_key(n), db=dbs["versions"])
-            txn.put(schema.version_key(n), schema.enc_msg({"time": 0}), db=dbs["dropped"])
+            txn.put(schema.version_key(n), schema.enc_msg({"time": now}), db=dbs["dropped"])
         for name, n in report.tags.items():
             txn.put(schema.tag_key(name), schema.tag_value(name, n), db=dbs["tags"])
         highest = max([*view.claims, *mapping.values(), *local, *dropped, 0])
@@ -181,9 +181,18 @@ def _record(store: Store, view: RemoteView, report: PullReport) -> None:
         if raw is None or schema.dec_u32(raw) <= highest:
             txn.put(schema.META_NEXT_VERSION, schema.enc_u32(highest + 1), db=dbs["meta"])
 
+    def commit() -> None:
+        writer = store.new_writer()
+        try:
+            for raw in records.values():  # a copy in the packs proves each record (and
+                writer.put_meta(ObjType.VERSION, raw)  # lets a rebuild find it)
+            writer.commit_with(apply)
+        except BaseException:
+            writer.abort()
+            raise
+
     if not mapping:
-        with store.index.write() as txn:
-            apply(txn)
+        commit()
         return
     with _head_locked(store) as head_db:
         raw = head_db.meta("base") if head_db is not None else None
@@ -195,8 +204,7 @@ def _record(store: Store, view: RemoteView, report: PullReport) -> None:
                 head_db.set_meta("base_was", base)
                 head_db.set_meta("base", mapping[base])
             head_db.sync()
-        with store.index.write() as txn:
-            apply(txn)
+        commit()
         if follows:
             assert head_db is not None
             head_db.set_meta("base_was", None)
@@ -240,10 +248,8 @@ def _fetch_packs(store: Store, backend: Backend, view: RemoteView, numbers: list
 
     def fetch(name: str) -> int:
         data = backend.get(layout.pack_key(name))
-        if blake3.blake3(data).hexdigest() != name:
-            raise CorruptData(f"remote {backend.url}: pack {name[:12]} is damaged (its bytes do "
-                              "not match its name): it was not used; run `dsfs verify "
-                              "--remote`")
+        check_pack_bytes(data, f"pack {name[:12]} on {backend.url} (it was not used; run "
+                               "`dsfs verify --remote`)")
         path = pack_path(store.packs_dir, name)
         tmp = store.packs_dir / "tmp" / f"{name}.pull"
         tmp.parent.mkdir(exist_ok=True)

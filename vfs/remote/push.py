@@ -18,8 +18,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import blake3
-
 from vfs.errors import CorruptData, UserError
 from vfs.model import RefEvent, Version
 from vfs.pack import pack_path
@@ -28,6 +26,7 @@ from vfs.reach import walk_versions
 from vfs.remote import layout
 from vfs.remote.backend import Backend, RemoteKeyExists
 from vfs.remote.layout import Claim, RemoteConfig, same_version
+from vfs.remote.packcheck import check_pack_bytes
 from vfs.remote.remotes import RemoteSpec
 from vfs.remote.session import RemoteView, ensure_config, parallel, read_remote
 from vfs.store import Store
@@ -108,6 +107,10 @@ def push(store: Store, spec: RemoteSpec, targets: list[str] | None = None,
         report.packs_present = len(set().union(*needs.values()) & set(view.packs)) \
             if needs else 0
         _upload_packs(store, backend, wanted, progress, report)
+        needed = set().union(*needs.values()) if needs else set()
+        for obj in backend.list(layout.TRASH):  # a gc found these dead: they are needed again
+            if obj.key[len(layout.TRASH):] in needed:
+                backend.delete(obj.key)
         now = time.time_ns()
         for v in todo:
             claim = Claim(v, tuple(sorted(needs[v.number])), store.config.store_id, now)
@@ -122,6 +125,9 @@ def push(store: Store, spec: RemoteSpec, targets: list[str] | None = None,
                 continue
             view.claims[v.number] = claim
             report.pushed.append(v.number)
+        if report.pushed:  # a gc that looked before the marks went may have deleted one
+            there = {layout.pack_name(o.key) for o in backend.list(layout.PACKS)}
+            _upload_packs(store, backend, sorted(needed - there), progress, report)
         report.events = _push_events(store, backend, view)
     finally:
         backend.close()
@@ -142,10 +148,8 @@ def _upload_packs(store: Store, backend: Backend, names: list[str], progress: Pr
 
     def upload(name: str) -> int:
         data = pack_path(store.packs_dir, name).read_bytes()
-        if blake3.blake3(data).hexdigest() != name:
-            raise CorruptData(f"pack {name[:12]} is damaged in this store (its bytes do not "
-                              "match its name): run `dsfs verify --repair`; nothing of it was "
-                              "pushed")
+        check_pack_bytes(data, f"pack {name[:12]} of this store (run `dsfs verify`; nothing of "
+                               "it was pushed)")
         backend.put(layout.pack_key(name), data)
         progress.advance(len(data), 1)
         return len(data)
