@@ -259,6 +259,14 @@ class PackCache:
         finally:
             os.close(fd)
 
+    def next_present(self, name: str, pos: int) -> int | None:
+        """Where the cache next holds bytes of a pack at or after `pos` (None: nowhere)."""
+        if self._lock_fd is None:
+            return None
+        with self._lock:
+            spans = self._present.get(name)
+            return None if spans is None else spans.next_at(pos)
+
     def writable(self) -> bool:
         """Whether this process may write the cache (taking it if it can)."""
         with self._io:

@@ -9,8 +9,9 @@ call `read` at once; its lock is a leaf, never held across I/O.
 A record missing from the cache is one ranged GET, widened to 4 KiB blocks. A reader that
 moves through a pack in order (a record starting where one of the last reads of that pack
 ended, give or take the window) gets a read-ahead window with each further miss, doubling from
-FIRST_WINDOW to MAX_WINDOW (at most an eighth of the cache's bound): a cold `tar` of a version,
-which reads records in pack order, makes a few GETs of several MiB per pack. Concurrent readers
+FIRST_WINDOW to MAX_WINDOW (at most an eighth of the cache's bound), cut short where the cache
+holds bytes already: a cold `tar` of a version, which reads records in pack order, makes a few
+GETs of several MiB per pack. Concurrent readers
 of a range already being fetched (the mount's prefetch threads) wait for that GET instead of
 making their own.
 
@@ -79,6 +80,11 @@ class RemotePacks:
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
         self.shared = 0
         """Reads that waited for a GET already in flight instead of making their own."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the backend was opened (by a first fetch)."""
+        return self._backend is not None
 
     @property
     def counters(self) -> dict[str, int]:
@@ -157,6 +163,10 @@ class RemotePacks:
         GET, or the GET in flight that covers them."""
         lo = start - start % BLOCK
         hi = -(-(end + ahead) // BLOCK) * BLOCK
+        if ahead:  # read ahead only up to what the cache holds already
+            cached = self.cache.next_present(name, end)
+            if cached is not None and cached < hi:
+                hi = max(-(-end // BLOCK) * BLOCK, cached - cached % BLOCK)
         with self._lock:
             flights = self._flights.setdefault(name, [])
             flight = next((f for f in flights if f.start <= start and end <= f.end), None)

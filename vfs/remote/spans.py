@@ -37,6 +37,13 @@ class Spans:
         i = bisect.bisect_left(self.ends, start + 1)
         return i < len(self.starts) and self.starts[i] < end
 
+    def next_at(self, pos: int) -> int | None:
+        """The first byte at or after `pos` in the set, or None."""
+        i = bisect.bisect_right(self.ends, pos)  # first range ending after pos
+        if i == len(self.starts):
+            return None
+        return max(pos, self.starts[i])
+
     def add(self, start: int, end: int) -> None:
         if end <= start:
             return
