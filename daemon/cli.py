@@ -313,11 +313,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
     import logging
 
     from daemon import mount
+    from daemon.cachecli import mount_cache_bytes
 
     opts = mount.MountOptions(store=store_path(args).absolute(),
                               mountpoint=Path(args.mountpoint).absolute(),
                               allow_other=args.allow_other, cache_bytes=args.cache_size,
-                              xattrs=args.xattrs, sync_on_close=args.sync_on_close)
+                              xattrs=args.xattrs, sync_on_close=args.sync_on_close,
+                              disk_cache_bytes=mount_cache_bytes(args))
     Store.open(opts.store).close()  # a missing or foreign store fails here, in the caller
     if args.foreground:
         level = logging.DEBUG if args.debug else logging.INFO
@@ -335,7 +337,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return 0
     mount.preflight(opts)
     argv = ["--store", str(opts.store), "mount", str(opts.mountpoint),
-            "--cache-size", str(args.cache_size), "--xattrs", args.xattrs]
+            "--cache-size", str(args.cache_size), "--xattrs", args.xattrs,
+            "--disk-cache-size", str(opts.disk_cache_bytes)]
     if args.allow_other:
         argv.append("--allow-other")
     if args.sync_on_close:
@@ -447,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close() of a file written in @head returns only once its bytes are "
                         "on disk (survives power loss without fsync; slower for many small "
                         "files)")
+    from daemon.cachecli import add_cache_command, add_mount_option
+
+    add_mount_option(p)
     p.add_argument("--debug", action="store_true", help="log every request")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p = add("umount", cmd_umount, "unmount and wait for the daemon to exit")
@@ -476,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.remotecli import add_remote_commands
 
     add_remote_commands(add)
+    add_cache_command(add)
     from daemon.versioncli import add_version_command
 
     add_version_command(parser, add)
