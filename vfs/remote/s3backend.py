@@ -141,6 +141,8 @@ class S3Backend:
         self.retry = retry or RetryPolicy()
         self.endpoint = _host(str(client.meta.endpoint_url))
         self._bucket_seen = threading.Event()
+        self.list_page = 1000
+        """Keys per LIST request (S3's maximum)."""
         members = client.meta.service_model.operation_model("PutObject").input_shape.members
         if "IfNoneMatch" not in members:
             raise RemoteConfigError("the installed botocore cannot make conditional writes "
@@ -352,7 +354,8 @@ class S3Backend:
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         token: str | None = None
         while True:
-            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
+            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full,
+                                    "MaxKeys": self.list_page}
             if token:
                 args["ContinuationToken"] = token
 
