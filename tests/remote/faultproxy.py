@@ -10,8 +10,9 @@ daemon.
         assert proxy.count("GET", r"packs/") == 3
 
 Each request from a client is read whole (Content-Length or chunked), matched against the rules
-(method and a regex searched in the unquoted URL path, which is /BUCKET/KEY for path-style
-requests), then sent to the upstream server on a fresh connection; the answer is read whole and
+(method and a regex searched in the unquoted URL path and query: /BUCKET/KEY for path-style
+requests, /BUCKET?list-type=2&prefix=PREFIX for a listing; an `Expect: 100-continue` is answered
+at once), then sent to the upstream server on a fresh connection; the answer is read whole and
 sent back with a Content-Length on the client's connection, which stays open for its next
 request (keep-alive) unless a rule closes it. Actions of a rule, each for its next `times`
 matches (None: every match):
@@ -45,7 +46,7 @@ SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown
                  b"<Message>Please reduce your request rate.</Message>"
                  b"<RequestId>faultproxy</RequestId></Error>")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-              "proxy-connection", "content-length"}
+              "proxy-connection", "content-length", "expect"}
 ACTIONS = ("delay", "slowdown", "drop", "flip")
 DROP_POINTS = ("request", "response", "headers", "body")
 
@@ -55,7 +56,7 @@ class Rule:
     method: str | None
     """HTTP method to match (None: any)."""
     key: str
-    """Regex searched in the unquoted URL path."""
+    """Regex searched in the unquoted URL path and query."""
     action: str
     times: int | None = 1
     delay_ms: int = 0
@@ -74,9 +75,9 @@ class Rule:
             self._pattern.search(path))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Seen:
-    """One request the proxy received."""
+    """One request the proxy received (logged on arrival; `status` once answered)."""
 
     method: str
     path: str
@@ -95,7 +96,8 @@ class _Request:
     path: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.path = unquote(urlsplit(self.target).path)
+        parts = urlsplit(self.target)
+        self.path = unquote(parts.path) + ("?" + unquote(parts.query) if parts.query else "")
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -119,7 +121,7 @@ def _read_chunked(rfile: BinaryIO) -> bytes:
         rfile.readline(65537)
 
 
-def _read_request(rfile: BinaryIO) -> _Request | None:
+def _read_request(rfile: BinaryIO, sock: socket.socket) -> _Request | None:
     line = rfile.readline(65537)
     while line in (b"\r\n", b"\n"):
         line = rfile.readline(65537)
@@ -134,6 +136,8 @@ def _read_request(rfile: BinaryIO) -> _Request | None:
         name, _, value = raw.decode("latin-1").partition(":")
         headers.append((name.strip(), value.strip()))
     request = _Request(method, target, headers, b"")
+    if (request.header("expect") or "").lower() == "100-continue":
+        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
     if (request.header("transfer-encoding") or "").lower() == "chunked":
         request.body = _read_chunked(rfile)
     else:
@@ -229,10 +233,12 @@ class FaultProxy:
                     return rule
             return None
 
-    def _log(self, request: _Request, rule: Rule | None, status: int | None) -> None:
+    def _log(self, request: _Request, rule: Rule | None) -> Seen:
+        seen = Seen(request.method, request.path, request.header("range"),
+                    rule.action if rule else None)
         with self._lock:
-            self.requests.append(Seen(request.method, request.path, request.header("range"),
-                                      rule.action if rule else None, status))
+            self.requests.append(seen)
+        return seen
 
     def _serve(self, sock: socket.socket) -> None:
         with self._lock:
@@ -241,10 +247,16 @@ class FaultProxy:
             rfile = sock.makefile("rb")
             while True:
                 try:
-                    request = _read_request(rfile)
+                    request = _read_request(rfile, sock)
                 except (OSError, ValueError):
                     return
-                if request is None or not self._answer(sock, request) or request.close:
+                if request is None:
+                    return
+                try:
+                    keep = self._answer(sock, request)
+                except OSError:  # the client went away (e.g. it timed out)
+                    return
+                if not keep or request.close:
                     return
         finally:
             with self._lock:
@@ -256,13 +268,13 @@ class FaultProxy:
         """Handle one request; False if the client's connection is to be closed."""
         rule = self._pick(request)
         action = rule.action if rule else None
+        seen = self._log(request, rule)
         if rule and action == "delay":
             time.sleep(rule.delay_ms / 1000)
         if rule and action == "drop" and rule.at == "request":
-            self._log(request, rule, None)
             return False
         if rule and action == "slowdown":
-            self._log(request, rule, 503)
+            seen.status = 503
             head = ("HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
                     f"Content-Length: {len(SLOWDOWN_BODY)}\r\n\r\n").encode()
             sock.sendall(head + (SLOWDOWN_BODY if request.method != "HEAD" else b""))
@@ -270,9 +282,8 @@ class FaultProxy:
         try:
             status, reason, headers, body = self._forward(request)
         except OSError:
-            self._log(request, rule, None)
             return False
-        self._log(request, rule, status)
+        seen.status = status
         if rule and action == "drop" and rule.at == "response":
             return False
         if rule and action == "flip" and 200 <= status < 300 and body:

@@ -78,7 +78,8 @@ class MotoServer:
         with open(log, "wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, str(HERE / "motoserver.py")], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=log_file, env={**test_env(None), **(extra_env or {})})
+                stdout=subprocess.PIPE, stderr=log_file,
+                env={**test_env(None), **(extra_env or {})})
         try:
             port = cls._read_port(process, log)
             server = cls(process, port, log)

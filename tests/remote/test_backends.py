@@ -130,31 +130,37 @@ def test_conditional_create(backend: Backend) -> None:
     assert backend.get("versions/0000000001") == b"overwritten"
 
 
+def _race(backend: Backend, key: str, racers: int) -> tuple[list[int], list[int]]:
+    """`racers` threads put `key` if absent at once: (winners, losers)."""
+    barrier = threading.Barrier(racers)
+    winners: list[int] = []
+    losers: list[int] = []
+    other: list[BaseException] = []
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        try:
+            backend.put(key, f"claim {n}".encode(), if_absent=True)
+            winners.append(n)
+        except RemoteKeyExists:
+            losers.append(n)
+        except BaseException as exc:
+            other.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert other == []
+    return winners, losers
+
+
 def test_conditional_create_race(backend: Backend) -> None:
     """8 threads create one key at once, 20 times: each time exactly one wins."""
     for round_no in range(20):
         key = f"versions/{round_no:010d}"
-        barrier = threading.Barrier(8)
-        winners: list[int] = []
-        losers: list[int] = []
-        other: list[BaseException] = []
-
-        def claim(n: int, key: str = key, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            try:
-                backend.put(key, f"claim {n}".encode(), if_absent=True)
-                winners.append(n)
-            except RemoteKeyExists:
-                losers.append(n)
-            except BaseException as exc:
-                other.append(exc)
-
-        threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert other == []
+        winners, losers = _race(backend, key, 8)
         assert len(winners) == 1 and len(losers) == 7, (round_no, winners)
         assert backend.get(key) == f"claim {winners[0]}".encode()
 
