@@ -1,7 +1,7 @@
-"""push, pull and clone between real stores through a file:// remote (a real directory).
+"""push, pull and clone between real stores, through a file:// remote (a real directory) and
+through an s3:// remote (moto's S3 server on 127.0.0.1): every test runs on both.
 
-Two stores on one machine stand in for two machines. The S3 backend meets the same contract
-(tests/remote/test_backends.py); these tests are about what push, pull and clone decide.
+Two stores on one machine stand in for two machines.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from vfs.errors import UserError
 from vfs.exporter import export_version
 from vfs.importer import import_tree
 from vfs.remote import layout
-from vfs.remote.backend import Backend, RemoteObject, RemoteUnavailable
+from vfs.remote.backend import Backend, RemoteObject, RemoteUnavailable, open_backend
 from vfs.remote.clone import clone
-from vfs.remote.filebackend import FileBackend
 from vfs.remote.footer import read_remote_footer
 from vfs.remote.pull import pull
 from vfs.remote.push import RemoteConflict, push
@@ -43,9 +42,16 @@ def _dataset(rng: random.Random) -> dict[str, bytes]:
     return files
 
 
-@pytest.fixture
-def remote_url(tmp_path: Path) -> str:
-    return f"file://{tmp_path / 'remote'}"
+@pytest.fixture(params=["file", "s3"])
+def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return f"file://{tmp_path / 'remote'}"
+    bucket = request.getfixturevalue("s3_bucket")  # credentials and AWS_ENDPOINT_URL set
+    return f"s3://{bucket}/datasets/imagenet"
+
+
+def _backend(url: str) -> Backend:
+    return open_backend(url)
 
 
 def _store(tmp_path: Path, name: str, url: str) -> Store:
@@ -79,7 +85,7 @@ def _same_tree(store: Store, number: int, expect: Path, out: Path) -> None:
 
 
 def _remote_chunks(url: str) -> list[bytes]:
-    backend = FileBackend.from_url(url)
+    backend = _backend(url)
     ids: list[bytes] = []
     for obj in backend.list(layout.PACKS):
         ids += [r.oid for r in read_remote_footer(backend, obj.key, obj.size)
@@ -161,7 +167,7 @@ def test_an_interrupted_push_shows_no_partial_version_and_a_rerun_completes_it(
     push(origin, _spec(origin))
     files.update({f"more/{i}.bin": rng.randbytes(400_000) for i in range(30)})
     _import(origin, tmp_path, "v2", files)
-    packs_needed = len(list(FileBackend.from_url(remote_url).list(layout.PACKS)))
+    packs_needed = len(list(_backend(remote_url).list(layout.PACKS)))
     real_open = RemoteSpec.open
 
     def flaky(self: RemoteSpec) -> Backend:
@@ -171,7 +177,7 @@ def test_an_interrupted_push_shows_no_partial_version_and_a_rerun_completes_it(
     with pytest.raises(RemoteUnavailable):
         push(origin, _spec(origin))
     monkeypatch.setattr(RemoteSpec, "open", real_open)
-    remote = FileBackend.from_url(remote_url)
+    remote = _backend(remote_url)
     assert [o.key for o in remote.list(layout.VERSIONS)] == [layout.version_key(1)]
     assert len(list(remote.list(layout.PACKS))) >= packs_needed
     mid = clone(remote_url, tmp_path / "mid")
@@ -256,7 +262,7 @@ def test_two_stores_pushing_at_once_never_lose_a_version(origin: Store, tmp_path
         assert messages == {(v.number, v.message) for v in b.versions()}
         assert sorted(m for _, m in messages) == sorted(
             ["v1"] + [f"{n} {r}" for n in "ab" for r in range(6)])
-        claims = list(FileBackend.from_url(remote_url).list(layout.VERSIONS))
+        claims = list(_backend(remote_url).list(layout.VERSIONS))
         assert len(claims) == 13
     finally:
         b.close()
@@ -288,17 +294,16 @@ def test_verify_remote_finds_a_flipped_byte_and_a_missing_pack(origin: Store, tm
 
     _import(origin, tmp_path, "v1", _dataset(random.Random(5)))
     push(origin, _spec(origin))
-    backend = FileBackend.from_url(remote_url)
+    backend = _backend(remote_url)
     assert verify_remote(read_remote(backend), read_data=True).ok
     pack = max(backend.list(layout.PACKS), key=lambda o: o.size)  # data, not trees
-    path = Path(backend.root) / pack.key
-    data = bytearray(path.read_bytes())
+    data = bytearray(backend.get(pack.key))
     data[len(data) // 3] ^= 0x01
-    path.write_bytes(bytes(data))
+    backend.put(pack.key, bytes(data))
     assert verify_remote(read_remote(backend)).ok  # structure alone cannot see it
     found = verify_remote(read_remote(backend), read_data=True)
     assert not found.ok and pack.key.rsplit("/", 1)[-1][:12] in found.problems[0]
-    path.unlink()
+    backend.delete(pack.key)
     gone = verify_remote(read_remote(backend))
     assert not gone.ok and any("no pack on the remote holds" in p or "lacks" in p
                                for p in gone.problems)
@@ -317,7 +322,7 @@ def test_gc_remote_marks_then_deletes_only_what_no_version_needs(
     push(origin, _spec(origin))
     origin.drop("v1")
     push(origin, _spec(origin))
-    backend = FileBackend.from_url(remote_url)
+    backend = _backend(remote_url)
     before = {o.key for o in backend.list(layout.PACKS)}
     dry = gc_remote(read_remote(backend), grace_s=0, dry_run=True)
     assert dry.marked and not list(backend.list(layout.TRASH))
@@ -346,7 +351,7 @@ def test_a_push_needing_a_marked_pack_again_keeps_it(origin: Store, tmp_path: Pa
     push(origin, _spec(origin))
     origin.drop("v1")
     push(origin, _spec(origin))
-    backend = FileBackend.from_url(remote_url)
+    backend = _backend(remote_url)
     assert gc_remote(read_remote(backend), grace_s=0).marked
     _import(origin, tmp_path, "v3", {"shared.bin": shared, "more": b"m"})  # dedups into v1's pack
     push(origin, _spec(origin))
