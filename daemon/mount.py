@@ -65,6 +65,8 @@ class MountOptions:
     """on: serve xattrs; off: tell the kernel there are none; auto: on if any version has one"""
     sync_on_close: bool = False
     """close() of a file written in @head returns once its bytes are on disk"""
+    disk_cache_bytes: int | None = None
+    """a clone's bound on remote packs cached under STORE/cache (None: the one used last)"""
 
 
 # -- looking at mounts ---------------------------------------------------------------------
@@ -356,7 +358,8 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
         lockorder.enable_checking()  # debug mode: every lock taken is checked against the order
     if os.environ.get("DSFS_MALLOC", "1") == "1":
         bound_malloc()
-    store = Store.open(opts.store, cache_bytes=opts.cache_bytes)
+    store = Store.open(opts.store, cache_bytes=opts.cache_bytes,
+                       disk_cache_bytes=opts.disk_cache_bytes)
     view = VersionsView(store)
     serve_xattrs = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
     mount = Mounted(opts.mountpoint, Operations(view, serve_xattrs=serve_xattrs))

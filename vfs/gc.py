@@ -11,6 +11,10 @@ Order, for crash safety: new packs are written and fsynced first; one index tran
 points the moved objects at them and forgets dead objects and packs; old pack files are deleted
 last. A crash at any point leaves every live object reachable; at worst orphan pack files remain,
 which the next gc deletes. A reader that looked up an old location retries once (vfs.objects).
+
+On a clone, packs that only the lazy remote holds are never rewritten (that would download
+them) and never unlinked: a dead one is forgotten by the index and dropped from the cache;
+one holding live objects stays registered (`dsfs gc --remote` frees space on the remote).
 """
 
 from __future__ import annotations
@@ -149,14 +153,17 @@ def collect_garbage(store: Store, dry_run: bool = False,
         report.dead_objects = sum(len(p.dead) for p in packs.values())
         orphans = _orphans(store, {p.name for p in packs.values()})
         report.orphan_files = len(orphans)
+        local = {p.name for p in packs.values()
+                 if pack_path(store.packs_dir, p.name).exists()}
         to_delete = [p for p in packs.values() if p.has_dead and not p.live]
-        to_rewrite = [p for p in packs.values() if p.has_dead and p.live
+        # a clone's remote-only packs stay whole on their remote: never downloaded to rewrite
+        to_rewrite = [p for p in packs.values() if p.has_dead and p.live and p.name in local
                       and (compact or p.live_bytes < REWRITE_BELOW * p.size)]
         kept = [p for p in packs.values()
                 if p.has_dead and p.live and p not in to_rewrite and p.dead_bytes]
         report.packs_deleted = len(to_delete)
         report.packs_rewritten = len(to_rewrite)
-        report.bytes_freed = (sum(p.size for p in to_delete)
+        report.bytes_freed = (sum(p.size for p in to_delete if p.name in local)
                               + sum(p.size - p.live_bytes for p in to_rewrite)
                               + sum(os.lstat(o).st_size for o in orphans))
         report.bytes_rewritten = sum(p.live_bytes for p in to_rewrite)
@@ -179,7 +186,10 @@ def collect_garbage(store: Store, dry_run: bool = False,
         _forget(store, to_delete)
         for p in to_delete:
             store.reader.packs.forget(p.name)
-            pack_path(store.packs_dir, p.name).unlink(missing_ok=True)
+            if p.name in local:
+                pack_path(store.packs_dir, p.name).unlink(missing_ok=True)
+            elif store.remote is not None:
+                store.remote.forget_pack(p.name)  # its cached bytes; the remote keeps it
         # Dead objects in packs that stay are forgotten too, so they are never deduplicated
         # against (their bytes remain until that pack is rewritten).
         with store.index.write() as txn:

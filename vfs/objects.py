@@ -26,7 +26,7 @@ from vfs import schema
 from vfs.errors import DsfsError, ObjectMissing
 from vfs.ids import ObjectId, ObjType, hash_object, short
 from vfs.index import Index
-from vfs.pack import PackReader, PackWriter, Record, SealedPack, encode_payload
+from vfs.pack import PackReader, PackWriter, Record, RemoteReads, SealedPack, encode_payload
 from vfs.readahead import ReadAhead
 
 
@@ -39,9 +39,11 @@ class Located:
 class ObjectReader:
     """Finds objects through the index and returns their verified plain bytes."""
 
-    def __init__(self, index: Index, packs_dir: Path) -> None:
+    def __init__(self, index: Index, packs_dir: Path, remote: RemoteReads | None = None
+                 ) -> None:
         self.index = index
-        self.packs = PackReader(packs_dir, readahead=ReadAhead.for_packs(packs_dir))
+        self.packs = PackReader(packs_dir, readahead=ReadAhead.for_packs(packs_dir),
+                                remote=remote)
         self._pack_names: dict[int, str] = {}
         self._lock = threading.Lock()
 

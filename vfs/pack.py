@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import msgpack
 import zstandard
@@ -234,16 +235,29 @@ def check_parts(header: bytes, payload: bytes | memoryview, expect: ObjectId, ki
     return plain
 
 
+class RemoteReads(Protocol):
+    """Where `PackReader.read` finds a record whose pack is not on the local disk (a clone's
+    packs stay on its remote: `vfs.remote.lazy.RemotePacks`)."""
+
+    def read(self, name: str, offset: int, oid: ObjectId, kind: ObjType, plain_len: int,
+             stored_len: int) -> bytes:
+        """The verified plain bytes of the record, like `PackReader.read`; ObjectMissing when
+        the remote does not have the pack either."""
+        ...
+
+
 class PackReader:
     """Reads records from packs with a small LRU of open descriptors. Thread-safe.
 
     A descriptor is closed (on eviction or `forget`) only when no read is using it, so a number
-    can never be reused for another pack while a thread is about to pread from it.
+    can never be reused for another pack while a thread is about to pread from it. A record of
+    a pack not on the local disk is read through `remote` when there is one.
     """
 
     def __init__(self, packs_dir: Path, max_open: int = 64,
-                 readahead: ReadAhead | None = None) -> None:
+                 readahead: ReadAhead | None = None, remote: RemoteReads | None = None) -> None:
         self.packs_dir = packs_dir
+        self.remote = remote
         self.max_open = max_open
         self.readahead = readahead if readahead is not None else ReadAhead(window=0)
         self._fds: OrderedDict[str, int] = OrderedDict()
@@ -331,8 +345,13 @@ class PackReader:
             ahead = self.readahead.hint(name, offset, REC_HEADER.size + stored_len)
             if ahead is not None:
                 self._advise(name, *ahead)
-        header, payload = self.read_parts(
-            name, [(offset, REC_HEADER.size), (offset + REC_HEADER.size, stored_len)])
+        try:
+            header, payload = self.read_parts(
+                name, [(offset, REC_HEADER.size), (offset + REC_HEADER.size, stored_len)])
+        except ObjectMissing:
+            if self.remote is None:
+                raise
+            return self.remote.read(name, offset, oid, kind, plain_len, stored_len)
         try:
             if len(header) < REC_HEADER.size:
                 raise CorruptData(f"object {short(oid)} is truncated", oid)
@@ -372,16 +391,47 @@ def scan_pack(path: Path) -> tuple[list[Record], list[str]]:
     if len(data) < PACK_HEADER.size or data[:8] != PACK_MAGIC:
         return [], ["bad pack header"]
     if len(data) >= PACK_HEADER.size + TRAILER.size:
-        flen, fcrc, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
-        start = len(data) - TRAILER.size - flen
-        if end == END_MAGIC and start >= PACK_HEADER.size:
-            footer = data[start:len(data) - TRAILER.size]
-            if zlib.crc32(footer) == fcrc:
-                rows = msgpack.unpackb(footer, raw=False)
-                return [Record(ObjectId(bytes(r[0])), ObjType(r[1]), r[2], r[3], r[4], r[5], r[6])
-                        for r in rows], problems
+        flen = footer_length(data[-TRAILER.size:], len(data))
+        if flen is not None:
+            records = parse_footer(data[len(data) - TRAILER.size - flen:], len(data))
+            if records is not None:
+                return records, problems
         problems.append("pack footer damaged; scanned records sequentially")
     return list(_walk_records(data)), problems
+
+
+def footer_length(trailer: bytes, pack_size: int) -> int | None:
+    """The footer's length from a pack's last TRAILER.size bytes, or None when the trailer is
+    damaged or names a footer that cannot fit in a pack of `pack_size` bytes."""
+    if len(trailer) != TRAILER.size:
+        return None
+    flen, _, end = TRAILER.unpack(trailer)
+    if end != END_MAGIC or pack_size - TRAILER.size - flen < PACK_HEADER.size:
+        return None
+    return int(flen)
+
+
+def parse_footer(tail: bytes, pack_size: int) -> list[Record] | None:
+    """The records listed by a pack's footer, given the pack's last bytes (footer and trailer,
+    anything before them is ignored), or None when the trailer or the footer is damaged (bad
+    magic, CRC, or rows that do not decode or point outside the pack)."""
+    flen = footer_length(tail[-TRAILER.size:], pack_size)
+    if flen is None or len(tail) < TRAILER.size + flen:
+        return None
+    _, fcrc, _ = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)
+    footer = tail[len(tail) - TRAILER.size - flen:len(tail) - TRAILER.size]
+    if zlib.crc32(footer) != fcrc:
+        return None
+    try:
+        rows = msgpack.unpackb(footer, raw=False)
+        records = [Record(ObjectId(bytes(r[0])), ObjType(r[1]), int(r[2]), int(r[3]),
+                          int(r[4]), int(r[5]), int(r[6])) for r in rows]
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException):
+        return None
+    limit = pack_size - TRAILER.size - flen
+    if any(r.offset < PACK_HEADER.size or r.end > limit for r in records):
+        return None
+    return records
 
 
 def _walk_records(data: bytes) -> Iterator[Record]:
@@ -396,5 +446,6 @@ def _walk_records(data: bytes) -> Iterator[Record]:
         pos += REC_HEADER.size + stored_len
 
 
-__all__ = ["CODEC_RAW", "CODEC_ZSTD", "PackReader", "PackWriter", "Record",
-           "SealedPack", "check_record", "encode_payload", "pack_path", "scan_pack"]
+__all__ = ["CODEC_RAW", "CODEC_ZSTD", "PackReader", "PackWriter", "Record", "RemoteReads",
+           "SealedPack", "check_record", "encode_payload", "footer_length", "pack_path",
+           "parse_footer", "scan_pack"]

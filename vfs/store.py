@@ -12,6 +12,8 @@ Layout::
     STORE/packs/ab/...  immutable packs (vfs.pack); packs/tmp/ holds packs being written
     STORE/head/         overlay files of @head
     STORE/locks/        inter-process locks (vfs.locks)
+    STORE/remotes.json  remotes (vfs.remote.remotes); a clone's lazy remote holds its packs
+    STORE/cache/        a clone's bounded cache of remote packs (vfs.remote.diskcache)
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from vfs.index import Index
 from vfs.locks import flocked
 from vfs.model import Entry, Kind, RefEvent, Version, VersionStats
 from vfs.objects import ObjectReader, ObjectWriter
+from vfs.remote.lazy import RemotePacks, open_lazy
 from vfs.tree import TreeReader
 
 TAG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9._+-]{0,127}$")
@@ -54,12 +57,14 @@ class Store:
     """An open store. Use `Store.create` or `Store.open`; close it (or use `with`)."""
 
     def __init__(self, root: Path, config: StoreConfig, index: Index,
-                 cache_bytes: int = DEFAULT_CACHE) -> None:
+                 cache_bytes: int = DEFAULT_CACHE, remote: RemotePacks | None = None) -> None:
         self.root = root
         self.config = config
         self.index = index
         self.packs_dir = root / "packs"
-        self.reader = ObjectReader(index, self.packs_dir)
+        self.remote = remote
+        """A clone's lazy remote: where records of packs not in `packs/` are read from."""
+        self.reader = ObjectReader(index, self.packs_dir, remote)
         self.trees = TreeReader(self.reader.get)
         self.contents = ContentReader(self.reader.get, ChunkCache(cache_bytes))
         self._checked: dict[bytes, Version] = {}
@@ -87,14 +92,27 @@ class Store:
         return cls(path, config, index)
 
     @classmethod
-    def open(cls, path: Path, cache_bytes: int = DEFAULT_CACHE) -> Store:
+    def open(cls, path: Path, cache_bytes: int = DEFAULT_CACHE,
+             disk_cache_bytes: int | None = None) -> Store:
+        """Open a store. A clone (STORE/remotes.json names a lazy remote) reads what it lacks
+        from that remote, keeping up to `disk_cache_bytes` of it under STORE/cache (None: the
+        bound used last, else `vfs.remote.diskcache.default_bound`); nothing is contacted
+        before the first such read."""
         path = Path(path).absolute()
         config = read_config(path)
         check_owner(path)
-        return cls(path, config, Index(path / "index"), cache_bytes)
+        index = Index(path / "index")
+        try:
+            remote = open_lazy(path, disk_cache_bytes)
+        except BaseException:
+            index.close()
+            raise
+        return cls(path, config, index, cache_bytes, remote)
 
     def close(self) -> None:
         self.reader.close()
+        if self.remote is not None:
+            self.remote.close()
         self.index.close()
 
     def __enter__(self) -> Store:
@@ -115,6 +133,10 @@ class Store:
         return flocked(self.root / "locks" / "gc.lock", exclusive=True, wait=False,
                        busy_message=f"store {self.root} is in use by an import or commit: "
                                     "retry gc when it has finished")
+
+    def numbering_lock(self) -> AbstractContextManager[None]:
+        """Held while version numbers are handed out or changed (record, pull's renumbering)."""
+        return self._commit_lock()
 
     def _commit_lock(self) -> AbstractContextManager[None]:
         return flocked(self.root / "locks" / "commit.lock", exclusive=True, wait=True,
@@ -182,6 +204,11 @@ class Store:
     def tags(self) -> dict[str, int]:
         with self.index.read() as txn, txn.cursor(db=self.index.dbs["tags"]) as cur:
             return dict(schema.dec_tag(k, v) for k, v in cur)
+
+    def dropped_numbers(self) -> set[int]:
+        """Numbers of dropped versions (they are never handed out again)."""
+        with self.index.read() as txn, txn.cursor(db=self.index.dbs["dropped"]) as cur:
+            return {schema.dec_version_key(k) for k in cur.iternext(keys=True, values=False)}
 
     def tags_by_version(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}

@@ -2,8 +2,10 @@
 
 Owns: structural checks (every version's trees and chunk lists read and hash-checked, every
 referenced chunk indexed and its pack present) and, with `read_data`, reading and hashing every
-reachable chunk in pack order. Never imports: daemon, trio, pyfuse3. Takes no lock: it reads
-LMDB snapshots and immutable packs, so it runs beside a mount or an import.
+reachable chunk in pack order. On a clone, a pack only its lazy remote holds is present (its
+size is the index's); reading its data fetches it through the cache (`vfs.remote.lazy`).
+Never imports: daemon, trio, pyfuse3. Takes no lock: it reads LMDB snapshots and immutable
+packs, so it runs beside a mount or an import.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from vfs import schema
 from vfs.errors import CorruptData
@@ -60,18 +63,15 @@ def _check_locations(store: Store, objects: dict[bytes, ObjType], bad: dict[byte
                 bad[oid] = f"{kind.name.lower()} {short(oid)} is missing from the index"
                 continue
             if found.pack not in sizes:
-                try:
-                    sizes[found.pack] = os.stat(pack_path(store.packs_dir, found.pack)).st_size
-                except FileNotFoundError:
-                    sizes[found.pack] = None
+                sizes[found.pack] = _pack_size(store, txn, found.pack, found.loc.pack_no)
             if sizes[found.pack] is None:
                 # gc may have moved it since our snapshot: look again in a fresh one
                 again = store.reader.locate(oid)
                 if again is not None and again.pack != found.pack:
                     found = again
                     if found.pack not in sizes:
-                        path = pack_path(store.packs_dir, found.pack)
-                        sizes[found.pack] = path.stat().st_size if path.exists() else None
+                        sizes[found.pack] = _pack_size(store, None, found.pack,
+                                                       found.loc.pack_no)
             size = sizes[found.pack]
             loc = found.loc
             if size is None:
@@ -81,6 +81,21 @@ def _check_locations(store: Store, objects: dict[bytes, ObjType], bad: dict[byte
             elif kind == ObjType.CHUNK:
                 jobs.append((found.pack, loc.offset, oid, kind, loc.plain_len, loc.stored_len))
     return jobs
+
+
+def _pack_size(store: Store, txn: Any, name: str, pack_no: int) -> int | None:
+    """A pack's size on disk; a clone's remote-only pack has the size its index records
+    (reading its data, with `read_data`, fetches it through the cache). None: missing."""
+    try:
+        return os.stat(pack_path(store.packs_dir, name)).st_size
+    except FileNotFoundError:
+        if store.remote is None:
+            return None
+    if txn is None:
+        with store.index.read() as t:
+            return _pack_size(store, t, name, pack_no)
+    raw = txn.get(schema.pack_key(pack_no), db=store.index.dbs["packs"])
+    return None if raw is None else int(schema.dec_msg(raw)["size"])
 
 
 def _name_damage(store: Store, versions: list[Version], bad: dict[bytes, str]) -> list[Problem]:

@@ -1,0 +1,235 @@
+"""Lazy reads of a clone: records of packs that stay on the remote, fetched on demand.
+
+Owns: reading a record of a remote-only pack (`vfs.pack.PackReader` hands those here), through
+the local cache (`vfs.remote.diskcache`): fetching what is missing with ranged GETs, reading
+ahead for sequential readers, sharing fetches in flight, and what happens to bytes that fail
+their check. Never imports: daemon, trio, pyfuse3. Thread-safe: the mount's worker threads
+call `read` at once; its lock is a leaf, never held across I/O.
+
+A record missing from the cache is one ranged GET, widened to 4 KiB blocks. A reader that
+moves through a pack in order (a record starting where one of the last reads of that pack
+ended, give or take the window) gets a read-ahead window with each further miss, doubling from
+FIRST_WINDOW to MAX_WINDOW (at most an eighth of the cache's bound), cut short where the cache
+holds bytes already: a cold `tar` of a version, which reads records in pack order, makes a few
+GETs of several MiB per pack. Concurrent readers
+of a range already being fetched (the mount's prefetch threads) wait for that GET instead of
+making their own.
+
+Trust: every record is verified (BLAKE3 of its plain bytes, `vfs.pack.check_parts`) before it
+is returned, whether it came from the cache or the network. A record that fails from the cache
+is dropped from it and fetched once more; a record that fails fresh from the remote is
+CorruptData naming the object, and is dropped from the cache (the mount answers EIO and logs
+file and version). Bytes read ahead are written to the cache before they are checked, and are
+checked when they are read: so wrong bytes can sit in the cache, but are never served.
+
+The backend is opened on the first fetch, never when the store is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vfs.errors import CorruptData, ObjectMissing
+from vfs.ids import ObjectId, ObjType, short
+from vfs.pack import REC_HEADER, check_parts
+from vfs.remote import layout
+from vfs.remote.backend import Backend, RemoteKeyMissing
+from vfs.remote.diskcache import BLOCK, PackCache
+from vfs.remote.remotes import Remotes, RemoteSpec
+
+log = logging.getLogger("dsfs.remote")
+
+FIRST_WINDOW = 512 << 10
+MAX_WINDOW = 8 << 20
+NEAR = 1 << 20
+"""A record starting up to this far (or the current window) past the end of one of the last
+reads of its pack is read sequentially."""
+_ENDS = 8
+_STREAMS = 256
+
+
+@dataclass
+class _Flight:
+    start: int
+    end: int
+    done: Future[bytes] = field(default_factory=Future)
+
+
+@dataclass
+class _Stream:
+    ends: list[int] = field(default_factory=list)
+    window: int = 0
+
+
+class RemotePacks:
+    """Records of packs on the clone's lazy remote, through the local cache."""
+
+    def __init__(self, spec: RemoteSpec, cache: PackCache, backend: Backend | None = None
+                 ) -> None:
+        self.spec = spec
+        self.cache = cache
+        self._backend = backend
+        self._open_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._flights: dict[str, list[_Flight]] = {}
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self.shared = 0
+        """Reads that waited for a GET already in flight instead of making their own."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the backend was opened (by a first fetch)."""
+        return self._backend is not None
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return self.cache.counters
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.cache.counters[name] = self.cache.counters.get(name, 0) + n
+
+    def backend(self) -> Backend:
+        with self._open_lock:
+            if self._backend is None:
+                self._backend = self.spec.open()
+            return self._backend
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def read(self, name: str, offset: int, oid: ObjectId, kind: ObjType, plain_len: int,
+             stored_len: int) -> bytes:
+        end = offset + REC_HEADER.size + stored_len
+        sequential = self._note(name, offset, end)
+        cached = self.cache.read(name, offset, end)
+        if cached is not None:
+            try:
+                plain = _check(cached, oid, kind, plain_len)
+            except CorruptData as exc:
+                log.warning("cached %s failed its check (%s): fetching it again", short(oid), exc)
+                self.cache.drop(name, offset, end)
+                self._count("refetched")
+                sequential = False
+            else:
+                self._count("hits")
+                return plain
+        self._count("misses")
+        data = self._fetch(name, offset, end, self._window(name, sequential), oid)
+        try:
+            return _check(data, oid, kind, plain_len)
+        except CorruptData as exc:
+            self.cache.drop(name, offset, end)
+            raise CorruptData(f"{exc} (pack {name[:12]} offset {offset}, as read from remote "
+                              f"{self.spec.name} {self.spec.url})", oid) from None
+
+    def _note(self, name: str, offset: int, end: int) -> bool:
+        """Record a read of [offset, end) of a pack; whether it continues a sequential run."""
+        with self._lock:
+            stream = self._streams.pop(name, None) or _Stream()
+            self._streams[name] = stream
+            if len(self._streams) > _STREAMS:
+                self._streams.popitem(last=False)
+            reach = max(NEAR, stream.window)
+            sequential = any(e <= offset <= e + reach for e in stream.ends)
+            stream.ends.append(end)
+            del stream.ends[:-_ENDS]
+            return sequential
+
+    def _window(self, name: str, sequential: bool) -> int:
+        """Bytes to read past a missing record: grows while a pack is read in order."""
+        if not sequential or not self.cache.writable():
+            window = 0
+        else:
+            limit = min(MAX_WINDOW, self.cache.bound // 8)
+            with self._lock:
+                stream = self._streams.get(name)
+                window = 0 if stream is None else stream.window
+            window = min(max(window * 2, FIRST_WINDOW), limit)
+            if window < BLOCK:
+                window = 0
+        with self._lock:
+            stream = self._streams.get(name)
+            if stream is not None:
+                stream.window = window
+        return window
+
+    def _fetch(self, name: str, start: int, end: int, ahead: int, oid: ObjectId) -> bytes:
+        """Fresh bytes [start, end) of a pack (plus `ahead` bytes read into the cache): one
+        GET, or the GET in flight that covers them."""
+        lo = start - start % BLOCK
+        hi = -(-(end + ahead) // BLOCK) * BLOCK
+        if ahead:  # read ahead only up to what the cache holds already
+            cached = self.cache.next_present(name, end)
+            if cached is not None and cached < hi:
+                hi = max(-(-end // BLOCK) * BLOCK, cached - cached % BLOCK)
+        with self._lock:
+            flights = self._flights.setdefault(name, [])
+            flight = next((f for f in flights if f.start <= start and end <= f.end), None)
+            leader = flight is None
+            if flight is None:
+                flight = _Flight(lo, hi)
+                flights.append(flight)
+            else:
+                self.shared += 1
+        if leader:
+            self._lead(name, flight, oid)
+        data = flight.done.result()
+        return data[start - flight.start:end - flight.start]
+
+    def _lead(self, name: str, flight: _Flight, oid: ObjectId) -> None:
+        try:
+            try:
+                data = self.backend().get(layout.pack_key(name), flight.start,
+                                          flight.end - flight.start)
+            except RemoteKeyMissing:
+                raise ObjectMissing(f"object {short(oid)}: pack {name[:12]} is missing on "
+                                    f"remote {self.spec.name} ({self.spec.url})", oid) from None
+            self._count("gets")
+            self._count("bytes_fetched", len(data))
+            if data:
+                self.cache.store(name, flight.start, data)  # before the flight ends
+        except BaseException as exc:
+            flight.done.set_exception(exc)
+        else:
+            flight.done.set_result(data)
+        finally:
+            with self._lock:
+                flights = self._flights[name]
+                flights.remove(flight)
+                if not flights:
+                    del self._flights[name]
+
+    def forget_pack(self, name: str) -> None:
+        self.cache.forget_pack(name)
+
+    def close(self) -> None:
+        self.cache.close()
+        with self._open_lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+
+
+def _check(data: bytes, oid: ObjectId, kind: ObjType, plain_len: int) -> bytes:
+    if len(data) < REC_HEADER.size:
+        raise CorruptData(f"object {short(oid)} is truncated", oid)
+    return check_parts(data[:REC_HEADER.size], data[REC_HEADER.size:], oid, kind, plain_len,
+                       check_crc=False)
+
+
+def open_lazy(root: Path, cache_bound: int | None = None) -> RemotePacks | None:
+    """The lazy remote of the store at `root` (None if it has none), with its cache under
+    `root/cache` bounded to `cache_bound` bytes (None: the bound last used, else
+    `vfs.remote.diskcache.default_bound`). Contacts nothing."""
+    spec = Remotes(root).lazy()
+    if spec is None:
+        return None
+    return RemotePacks(spec, PackCache(root / "cache", cache_bound))
+
+
+__all__ = ["FIRST_WINDOW", "MAX_WINDOW", "RemotePacks", "open_lazy"]
