@@ -392,7 +392,7 @@ class Rclone:
 
 
 class LazyDsfsMount(B.MountTarget):  # type: ignore[misc,name-defined]
-    """`dsfs -s CLONE mount MNT --cache-size N` of a clone; v1 at MNT/@v1."""
+    """`dsfs -s CLONE mount MNT --disk-cache-size N` of a clone; v1 at MNT/@v1."""
 
     def __init__(self, key: str, runner: Any, tool: DsfsRemote, mnt: Path) -> None:
         super().__init__(key, runner, tool, mnt)
@@ -402,7 +402,8 @@ class LazyDsfsMount(B.MountTarget):  # type: ignore[misc,name-defined]
     def mount(self) -> float | None:
         assert isinstance(self.tool, DsfsRemote) and self.mnt is not None
         self.mnt.mkdir(parents=True, exist_ok=True)
-        cmd = self.tool._cmd("mount", str(self.mnt), "--cache-size", str(self.cache_size))
+        size = str(self.cache_size)
+        cmd = self.tool._cmd("mount", str(self.mnt), "--disk-cache-size", size)
         t = self.run("mount", cmd, timeout=B.MOUNT_TIMEOUT, tool_env=True)
         self.ready_at = time.perf_counter()
         return float(t.seconds)
