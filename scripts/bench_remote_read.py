@@ -115,39 +115,61 @@ def clone_many(ctx: Ctx, latency: float) -> None:
     ctx.record(f"clone {lat_key(latency)}", r, tool.commands)
 
 
-def tar_session(ctx: Ctx, t: Any, r: Json, first_byte: bool) -> None:
-    """Mount (cold), first byte, drop caches, cold tar of v1, then unmount."""
+def mount_session(ctx: Ctx, t: Any, r: Json, cold: bool, tar: bool) -> None:
+    """Mount, first byte, then (if tar) drop caches and tar v1 cold; unmount.
+
+    cold: the page cache dropped before the mount too (programs' code included); otherwise only
+    the data is cold (a fresh clone, an empty rclone cache).
+    """
     limit = 600 + 3600 * ctx.args.scale
-    ctx.drop()
+    pre = "" if cold else "warm_"
+    if cold:
+        ctx.drop()
     start = time.perf_counter()
     try:
-        r["mount_seconds"] = t.mount()
-        if first_byte:
-            path = t.root() / ctx.deep
-            r["first_byte_seconds"] = B.with_deadline(
-                lambda: B.read_first_byte(path, start), f"first byte of {path}", 120, t.hung
-            )
-            r["first_byte_after_mount_seconds"] = r["first_byte_seconds"] - (t.ready_at - start)
-        ctx.drop()
-        r["tar_seconds"] = t.shell("tar (cold)", B.TAR, t.root(), limit)
-        r["tar_mb_per_s"] = ctx.source.bytes / B.MB / r["tar_seconds"]
-        r.update({f"daemon_{k}": v for k, v in t.daemon_memory().items() if k != "daemon_pids"})
+        r[f"{pre}mount_seconds"] = t.mount()
+        path = t.root() / ctx.deep
+        fb = B.with_deadline(
+            lambda: B.read_first_byte(path, start), f"first byte of {path}", 120, t.hung
+        )
+        r[f"{pre}first_byte_seconds"] = fb
+        r[f"{pre}first_byte_after_mount_seconds"] = fb - (t.ready_at - start)
+        if tar:
+            ctx.drop()
+            r["tar_seconds"] = t.shell("tar (cold)", B.TAR, t.root(), limit)
+            r["tar_mb_per_s"] = ctx.source.bytes / B.MB / r["tar_seconds"]
+            memory = t.daemon_memory()
+            r["daemon_rss_mib"] = memory.get("daemon_rss_mib")
+            r["daemon_hwm_mib"] = memory.get("daemon_hwm_mib")
     finally:
         t.unmount()
+
+
+def dsfs_target(ctx: Ctx, url: str) -> tuple[T.DsfsRemote, T.LazyDsfsMount]:
+    tool = T.DsfsRemote(ctx.runner, ctx.home / "clones" / "data", ctx.args.dsfs, url)
+    t = T.LazyDsfsMount("dsfs", ctx.runner, tool, ctx.home / "mnt" / "dsfs")
+    t.cache_size = ctx.args.disk_cache_size or 2 * ctx.source.bytes
+    return tool, t
 
 
 def read_dsfs(ctx: Ctx, latency: float) -> None:
     r: Json = {}
     key = f"read dsfs {lat_key(latency)}"
-    with endpoint(ctx, latency, r) as url:
-        tool = T.DsfsRemote(ctx.runner, ctx.home / "clones" / "data", ctx.args.dsfs, url)
-        t = T.LazyDsfsMount("dsfs", ctx.runner, tool, ctx.home / "mnt" / "dsfs")
-        t.cache_size = ctx.args.disk_cache_size or 2 * ctx.source.bytes
+    with endpoint(ctx, latency, {}) as url:  # first byte, only the data cold
+        tool, t = dsfs_target(ctx, url)
+        try:
+            tool.clone("s3://dsfsread/data", f"clone data {key} (first byte, warm)")
+            mount_session(ctx, t, r, cold=False, tar=False)
+        finally:
+            t.unmount()
+            tool.cleanup(Path())
+    with endpoint(ctx, latency, r) as url:  # first byte and tar, all cold
+        tool, t = dsfs_target(ctx, url)
         r["cache_size"] = t.cache_size
         try:
             r["clone_seconds"] = tool.clone("s3://dsfsread/data", f"clone data {key}").seconds
             clone_bytes = B.tree_stats(tool.store).allocated
-            tar_session(ctx, t, r, first_byte=True)
+            mount_session(ctx, t, r, cold=True, tar=True)
             r["cache"] = tool.cache_json()
             r["cache_bytes"] = cache_bytes(r["cache"])
             r["store_growth"] = B.tree_stats(tool.store).allocated - clone_bytes
@@ -162,22 +184,26 @@ def read_dsfs(ctx: Ctx, latency: float) -> None:
 def read_rclone(ctx: Ctx, latency: float) -> None:
     r: Json = {}
     key = f"read rclone {lat_key(latency)}"
-    with endpoint(ctx, latency, r) as url:
-        rclone = T.Rclone(ctx.runner, ctx.home / "rclone", url)
-        t = T.RcloneMount("rclone", ctx.runner, rclone, ctx.home / "mnt" / "rclone", "rclone/v1")
-        try:
-            tar_session(ctx, t, r, first_byte=True)
-            r["cache_bytes"] = B.tree_stats(rclone.home / "vfs-cache").allocated
-        finally:
-            t.unmount()
-            shutil.rmtree(rclone.home, ignore_errors=True)
+    for cold in (False, True):
+        with endpoint(ctx, latency, r if cold else {}) as url:
+            rclone = T.Rclone(ctx.runner, ctx.home / "rclone", url)
+            mnt = ctx.home / "mnt" / "rclone"
+            t = T.RcloneMount("rclone", ctx.runner, rclone, mnt, "rclone/v1")
+            try:
+                mount_session(ctx, t, r, cold=cold, tar=cold)
+                if cold:
+                    r["cache_bytes"] = B.tree_stats(rclone.home / "vfs-cache").allocated
+            finally:
+                t.unmount()
+                shutil.rmtree(rclone.home, ignore_errors=True)
     log_read(key, r)
     ctx.record(key, r, t.commands)
 
 
 def log_read(key: str, r: Json) -> None:
     fb = B.fmt_ms(r.get("first_byte_seconds"))
-    B.log(f"{key}: first byte {fb} ms, tar {B.fmt_s(r.get('tar_seconds'))} s")
+    warm = B.fmt_ms(r.get("warm_first_byte_seconds"))
+    B.log(f"{key}: first byte {fb} ms (warm page cache {warm} ms), tar {r['tar_seconds']:.2f} s")
 
 
 def cache_bytes(cache: Json) -> int | None:
@@ -223,7 +249,7 @@ def bound_dsfs(ctx: Ctx) -> None:
         tool.clone("s3://dsfsread/data", "clone data (bound)")
         clone_bytes = B.tree_stats(tool.store).allocated
         with DiskSampler(tool.store / "cache") as sampler:  # where a clone keeps fetched packs
-            tar_session(ctx, t, r, first_byte=False)
+            mount_session(ctx, t, r, cold=True, tar=True)
         r["cache"] = tool.cache_json()
         r["cache_bytes"] = cache_bytes(r["cache"])
         r["store_growth"] = B.tree_stats(tool.store).allocated - clone_bytes
