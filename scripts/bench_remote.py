@@ -11,15 +11,15 @@ run (bench_remote_tools.S3Server), with test credentials in its environment. Par
          remote's packs (no chunk uploaded twice).
   clone  `dsfs clone` (metadata only) of a pushed version of --files small files
          (`dataset.py manyfiles`), at each --latencies.
-  read   per latency: `dsfs clone` of the dataset's v1, `dsfs mount --disk-cache-size`, time from
+  read   per latency: `dsfs clone` of the dataset's v1, `dsfs mount --cache-size`, time from
          the mount command's start to the first byte of a deep file, then a cold
          `tar cf - . | cat > /dev/null` of @v1; against `rclone mount --vfs-cache-mode full` of
          the same files uploaded as plain objects (`rclone copy`, timed once). Local cache
          after the tar: `dsfs cache --json` and the growth of the clone on disk.
-  bound  one cold tar with --disk-cache-size at --bound-fraction of v1's size, the size of
-         the clone's STORE/cache sampled every 0.25 s: its peak against the bound. (The issue's
-         `--cache-size` is the local disk cache's bound, which `dsfs mount` calls
-         --disk-cache-size; its --cache-size bounds decompressed chunks in memory.)
+  bound  one cold tar with --cache-size at --bound-fraction of v1's size, the size of the
+         clone's STORE/cache sampled every 0.25 s: its peak against the bound. (`dsfs mount
+         --cache-size` bounds a clone's local disk cache; builds before 36ddd16 called it
+         --disk-cache-size, and the bench uses whichever `dsfs mount --help` shows.)
 
 The parts after push are in bench_remote_read.py, the programs in bench_remote_tools.py, the
 report in bench_remote_report.py.
@@ -102,15 +102,15 @@ def add_remote_args(p: argparse.ArgumentParser) -> None:
         help="ms added per request, comma-separated (default 0,20)",
     )
     p.add_argument(
-        "--disk-cache-size",
+        "--cache-size",
         type=int,
-        help="bytes: `dsfs mount --disk-cache-size` of the read part (default: 2 x v1's size)",
+        help="bytes: `dsfs mount --cache-size` of the read part (default: 2 x v1's size)",
     )
     p.add_argument(
         "--bound-fraction",
         type=float,
         default=0.25,
-        help="--disk-cache-size of the bound part as a fraction of v1's size (default 0.25)",
+        help="--cache-size of the bound part as a fraction of v1's size (default 0.25)",
     )
     p.add_argument("--moto", type=Path, default=T.default_moto(), help="moto_server executable")
     p.add_argument(

@@ -3,7 +3,7 @@
 Owns: what the server holds for them (v1 and a many-files version pushed by dsfs, v1 copied as
 plain objects by rclone), the latency of each session (a fresh bench_remote_proxy.py above
 0 ms), timing `dsfs clone`, the first byte and the cold tar through a lazily fetching clone's
-mount against `rclone mount`, and the cache's size against --disk-cache-size. Never imports: vfs,
+mount against `rclone mount`, and the cache's size against --cache-size. Never imports: vfs,
 daemon.
 """
 
@@ -148,7 +148,7 @@ def mount_session(ctx: Ctx, t: Any, r: Json, cold: bool, tar: bool) -> None:
 def dsfs_target(ctx: Ctx, url: str) -> tuple[T.DsfsRemote, T.LazyDsfsMount]:
     tool = T.DsfsRemote(ctx.runner, ctx.home / "clones" / "data", ctx.args.dsfs, url)
     t = T.LazyDsfsMount("dsfs", ctx.runner, tool, ctx.home / "mnt" / "dsfs")
-    t.cache_size = ctx.args.disk_cache_size or 2 * ctx.source.bytes
+    t.cache_size = ctx.args.cache_size or 2 * ctx.source.bytes
     return tool, t
 
 

@@ -219,7 +219,7 @@ def read_section(ctx: Any, med: dict[str, Json]) -> tuple[str, list[str]]:
         "`tar cf - . | cat > /dev/null` in @v1 (dsfs) or the mount's root (rclone), the same "
         "files. tar × rclone = rclone tar time / tool's (above 1: "
         "faster than rclone). cache after tar = `dsfs cache --json` bytes_used (dsfs; mounted "
-        "with --disk-cache-size 2 x v1 unless given), the disk blocks of "
+        "with --cache-size 2 x v1 unless given), the disk blocks of "
         "rclone's --cache-dir (rclone). requests = requests through the latency proxy (0 ms "
         "goes straight to the server, uncounted)."
     )
@@ -242,11 +242,10 @@ def bound_section(ctx: Any, med: dict[str, Json]) -> tuple[str, list[str]]:
     ok = used is not None and used <= size and (peak is None or peak <= size + slack)
     text = (
         f"Bounded cache: a cold tar of v1 ({fmb(ctx.source.bytes)} MB) through a clone mounted "
-        f"with `--disk-cache-size {size}` ({ctx.args.bound_fraction:g} of v1) at 0 ms took "
+        f"with `--cache-size {size}` ({ctx.args.bound_fraction:g} of v1) at 0 ms took "
         f"{fs(m.get('tar_seconds'))} s. After it `dsfs cache --json` said {fmb(used)} MB in "
         f"use; STORE/cache held {fmb(m.get('cache_disk_bytes'))} MB of disk blocks, at most "
-        f"{fmb(peak)} MB while the tar ran (sampled every 0.25 s). The issue's `--cache-size` "
-        "is this bound: `dsfs mount --cache-size` bounds decompressed chunks in memory."
+        f"{fmb(peak)} MB while the tar ran (sampled every 0.25 s)."
     )
     verdict = (
         f"local cache never above its bound: {'met' if ok else 'NOT met'} "

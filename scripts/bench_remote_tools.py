@@ -392,18 +392,27 @@ class Rclone:
 
 
 class LazyDsfsMount(B.MountTarget):  # type: ignore[misc,name-defined]
-    """`dsfs -s CLONE mount MNT --disk-cache-size N` of a clone; v1 at MNT/@v1."""
+    """`dsfs -s CLONE mount MNT --cache-size N` of a clone (N bounds its local disk cache;
+    builds before 36ddd16 called it --disk-cache-size); v1 at MNT/@v1."""
 
     def __init__(self, key: str, runner: Any, tool: DsfsRemote, mnt: Path) -> None:
         super().__init__(key, runner, tool, mnt)
         self.rel = Path("@v1")
         self.cache_size = 0
+        self._flag = ""
+
+    def cache_flag(self) -> str:
+        if not self._flag:
+            assert isinstance(self.tool, DsfsRemote)
+            out = self.runner.capture(self.tool._cmd("mount", "--help")) or ""
+            self._flag = "--disk-cache-size" if "--disk-cache-size" in out else "--cache-size"
+        return self._flag
 
     def mount(self) -> float | None:
         assert isinstance(self.tool, DsfsRemote) and self.mnt is not None
         self.mnt.mkdir(parents=True, exist_ok=True)
         size = str(self.cache_size)
-        cmd = self.tool._cmd("mount", str(self.mnt), "--disk-cache-size", size)
+        cmd = self.tool._cmd("mount", str(self.mnt), self.cache_flag(), size)
         t = self.run("mount", cmd, timeout=B.MOUNT_TIMEOUT, tool_env=True)
         self.ready_at = time.perf_counter()
         return float(t.seconds)
