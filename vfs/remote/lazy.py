@@ -7,11 +7,12 @@ their check. Never imports: daemon, trio, pyfuse3. Thread-safe: the mount's work
 call `read` at once; its lock is a leaf, never held across I/O.
 
 A record missing from the cache is one ranged GET, widened to 4 KiB blocks. A reader that
-moves through a pack in order (a record starting where one of the last reads of that pack
-ended, give or take the window) gets a read-ahead window with each further miss, doubling from
-FIRST_WINDOW to MAX_WINDOW (at most an eighth of the cache's bound), cut short where the cache
-holds bytes already: a cold `tar` of a version, which reads records in pack order, makes a few
-GETs of several MiB per pack. Concurrent readers
+moves through a pack in order (a record starting near where one of the last reads of that pack
+ended) gets a read-ahead window with each further miss, doubling from FIRST_WINDOW to
+MAX_WINDOW (at most an eighth of the cache's bound), cut short where the cache holds bytes
+already, and starting where the run had got to when the chunks before it are not fetched yet:
+a cold `tar` of a version, which reads records in pack order, makes a few GETs of several MiB
+per pack, and so does one big file read through the mount's prefetch threads. Concurrent readers
 of a range already being fetched (the mount's prefetch threads) wait for that GET instead of
 making their own.
 
@@ -46,9 +47,10 @@ log = logging.getLogger("dsfs.remote")
 
 FIRST_WINDOW = 512 << 10
 MAX_WINDOW = 8 << 20
-NEAR = 1 << 20
-"""A record starting up to this far (or the current window) past the end of one of the last
-reads of its pack is read sequentially."""
+NEAR = 4 << 20
+"""A record starting up to this far (or twice the current window) from the end of one of the
+last reads of its pack is read sequentially (a reader's prefetch asks for up to 8 chunks
+ahead of it at once, 4 MiB of 512 KiB chunks)."""
 _ENDS = 8
 _STREAMS = 256
 
@@ -105,7 +107,7 @@ class RemotePacks:
     def read(self, name: str, offset: int, oid: ObjectId, kind: ObjType, plain_len: int,
              stored_len: int) -> bytes:
         end = offset + REC_HEADER.size + stored_len
-        sequential = self._note(name, offset, end)
+        front, near = self._note(name, offset, end)
         cached = self.cache.read(name, offset, end)
         if cached is not None:
             try:
@@ -114,12 +116,13 @@ class RemotePacks:
                 log.warning("cached %s failed its check (%s): fetching it again", short(oid), exc)
                 self.cache.drop(name, offset, end)
                 self._count("refetched")
-                sequential = False
+                front = None
             else:
                 self._count("hits")
                 return plain
         self._count("misses")
-        data = self._fetch(name, offset, end, self._window(name, sequential), oid)
+        ahead = 0 if front is None and near else self._window(name, front is not None)
+        data = self._fetch(name, offset, end, ahead, oid, front if ahead else None)
         try:
             return _check(data, oid, kind, plain_len)
         except CorruptData as exc:
@@ -127,22 +130,28 @@ class RemotePacks:
             raise CorruptData(f"{exc} (pack {name[:12]} offset {offset}, as read from remote "
                               f"{self.spec.name} {self.spec.url})", oid) from None
 
-    def _note(self, name: str, offset: int, end: int) -> bool:
-        """Record a read of [offset, end) of a pack; whether it continues a sequential run."""
+    def _note(self, name: str, offset: int, end: int) -> tuple[int | None, bool]:
+        """Record a read of [offset, end) of a pack. Returns where a sequential run had got to
+        when this read continues it (it starts at most `reach` past where a recent read
+        ended), else None; and whether it lies that near behind (the chunks a reader's prefetch
+        asks for at once arrive in any order: those behind neither grow nor reset the run)."""
         with self._lock:
             stream = self._streams.pop(name, None) or _Stream()
             self._streams[name] = stream
             if len(self._streams) > _STREAMS:
                 self._streams.popitem(last=False)
-            reach = max(NEAR, stream.window)
-            sequential = any(e <= offset <= e + reach for e in stream.ends)
+            reach = max(NEAR, 2 * stream.window)
+            ahead = any(e <= offset <= e + reach for e in stream.ends)
+            near = ahead or any(e - reach <= offset <= e for e in stream.ends)
+            front = max(stream.ends) if ahead else None
             stream.ends.append(end)
             del stream.ends[:-_ENDS]
-            return sequential
+            return front, near
 
-    def _window(self, name: str, sequential: bool) -> int:
-        """Bytes to read past a missing record: grows while a pack is read in order."""
-        if not sequential or not self.cache.writable():
+    def _window(self, name: str, grow: bool) -> int:
+        """Bytes to read past a missing record: grows while a pack is read in order, back to
+        none when a read lands far from the run."""
+        if not grow or not self.cache.writable():
             window = 0
         else:
             limit = min(MAX_WINDOW, self.cache.bound // 8)
@@ -158,28 +167,52 @@ class RemotePacks:
                 stream.window = window
         return window
 
-    def _fetch(self, name: str, start: int, end: int, ahead: int, oid: ObjectId) -> bytes:
-        """Fresh bytes [start, end) of a pack (plus `ahead` bytes read into the cache): one
-        GET, or the GET in flight that covers them."""
+    def _fetch(self, name: str, start: int, end: int, ahead: int, oid: ObjectId,
+               front: int | None = None) -> bytes:
+        """Fresh bytes [start, end) of a pack (plus `ahead` bytes read into the cache): from
+        the GET in flight that covers them, else one GET of what no GET in flight covers
+        (a record whose head is being fetched already waits for that GET for its head).
+        A record past `front` (where a sequential run had got to) fetches the gap before it
+        too, if nothing holds or fetches any of it: the chunks a reader's prefetch asked for
+        at once arrive in any order, and the first to come is often the last of them."""
         lo = start - start % BLOCK
+        if front is not None and front < lo:
+            cached = self.cache.next_present(name, front)
+            if cached is None or cached >= start:
+                lo = front - front % BLOCK
         hi = -(-(end + ahead) // BLOCK) * BLOCK
+        least = -(-end // BLOCK) * BLOCK
+        head: _Flight | None = None
         if ahead:  # read ahead only up to what the cache holds already
             cached = self.cache.next_present(name, end)
             if cached is not None and cached < hi:
-                hi = max(-(-end // BLOCK) * BLOCK, cached - cached % BLOCK)
+                hi = max(least, cached - cached % BLOCK)
         with self._lock:
             flights = self._flights.setdefault(name, [])
-            flight = next((f for f in flights if f.start <= start and end <= f.end), None)
-            leader = flight is None
-            if flight is None:
+            cover = next((f for f in flights if f.start <= start and end <= f.end), None)
+            if cover is not None:
+                self.shared += 1
+            else:
+                head = next((f for f in flights if f.start <= start < f.end), None)
+                if head is not None:
+                    lo = head.end
+                    self.shared += 1
+                elif any(f.start < start and lo < f.end for f in flights):
+                    lo = start - start % BLOCK  # the gap before is being fetched already
+                for f in flights:  # nor what a GET in flight ahead of us fetches
+                    if lo < f.start < hi:
+                        hi = max(least, f.start)
                 flight = _Flight(lo, hi)
                 flights.append(flight)
-            else:
-                self.shared += 1
-        if leader:
-            self._lead(name, flight, oid)
-        data = flight.done.result()
-        return data[start - flight.start:end - flight.start]
+        if cover is not None:
+            data = cover.done.result()
+            return data[start - cover.start:end - cover.start]
+        self._lead(name, flight, oid)
+        tail = flight.done.result()
+        if head is None:
+            return tail[start - lo:end - lo]
+        first = head.done.result()
+        return first[start - head.start:] + tail[:end - lo]
 
     def _lead(self, name: str, flight: _Flight, oid: ObjectId) -> None:
         try:
