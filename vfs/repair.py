@@ -35,6 +35,7 @@ from vfs.objects import ObjectWriter
 from vfs.progress import NoProgress, Progress
 from vfs.reach import Reachable, content_objects
 from vfs.rebuild import RebuildReport, pack_files, rebuild_index
+from vfs.remote.remotes import Remotes
 from vfs.salvage import SalvagedLog, salvage_log, save_log, saved_log
 from vfs.store import Store
 from vfs.tree import build_tree
@@ -159,6 +160,11 @@ def repair_store(root: Path, read_data: bool = False,
     """Rebuild the index of the store at `root`, then drop every reference to what is gone."""
     progress = progress or NoProgress()
     read_config(root)  # refuse anything that is not a store before writing into it
+    lazy = Remotes(root).lazy()
+    if lazy is not None:  # a rebuild from the local packs alone would lose every other one
+        raise UserError(f"{root} is a clone: most of its packs are on remote {lazy.name} "
+                        f"({lazy.url}), so its index cannot be rebuilt from the local ones; "
+                        "`dsfs pull --data` first, or clone again")
     with _no_mount(root):
         # what the old index knows is kept on disk until it is restored: a repair cut short
         # after replacing the index finds it there when run again

@@ -153,3 +153,16 @@ def test_a_trim_while_another_process_uses_the_cache_is_refused(tmp_path: Path) 
         out = dsfs(clone.b, "cache", "--trim", "0")
         assert out.returncode == 7 and "in use by another process" in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_repair_refuses_a_clone_and_changes_nothing(tmp_path: Path) -> None:
+    from vfs.errors import UserError
+    from vfs.repair import repair_store
+
+    clone = make_clone(tmp_path, count=2)
+    index = (clone.b / "index" / "data.mdb").read_bytes()
+    with pytest.raises(UserError, match="is a clone"):
+        repair_store(clone.b)
+    assert (clone.b / "index" / "data.mdb").read_bytes() == index
+    with Store.open(clone.b) as store:
+        assert verify_store(store, read_data=True).ok
