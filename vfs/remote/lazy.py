@@ -108,27 +108,44 @@ class RemotePacks:
              stored_len: int) -> bytes:
         end = offset + REC_HEADER.size + stored_len
         front, near = self._note(name, offset, end)
-        cached = self.cache.read(name, offset, end)
-        if cached is not None:
+        cached, whole = self.cache.read_head(name, offset, end)
+        if whole:
             try:
                 plain = _check(cached, oid, kind, plain_len)
             except CorruptData as exc:
-                log.warning("cached %s failed its check (%s): fetching it again", short(oid), exc)
-                self.cache.drop(name, offset, end)
-                self._count("refetched")
-                front = None
-            else:
-                self._count("hits")
-                return plain
+                return self._again(name, offset, end, oid, kind, plain_len, exc)
+            self._count("hits")
+            return plain
         self._count("misses")
         ahead = 0 if front is None and near else self._window(name, front is not None)
-        data = self._fetch(name, offset, end, ahead, oid, front if ahead else None)
+        # the head of a record that a read-ahead window ended in is in the cache: fetch the rest
+        data = cached + self._fetch(name, offset + len(cached), end, ahead, oid,
+                                    front if ahead else None)
         try:
             return _check(data, oid, kind, plain_len)
         except CorruptData as exc:
+            if cached:
+                return self._again(name, offset, end, oid, kind, plain_len, exc)
             self.cache.drop(name, offset, end)
-            raise CorruptData(f"{exc} (pack {name[:12]} offset {offset}, as read from remote "
-                              f"{self.spec.name} {self.spec.url})", oid) from None
+            raise self._damaged(exc, name, offset, oid) from None
+
+    def _again(self, name: str, offset: int, end: int, oid: ObjectId, kind: ObjType,
+               plain_len: int, exc: CorruptData) -> bytes:
+        """A record read from the cache (in whole or in part) failed: drop it there and fetch
+        it whole, once, fresh."""
+        log.warning("cached %s failed its check (%s): fetching it again", short(oid), exc)
+        self.cache.drop(name, offset, end)
+        self._count("refetched")
+        data = self._fetch(name, offset, end, 0, oid)
+        try:
+            return _check(data, oid, kind, plain_len)
+        except CorruptData as again:
+            self.cache.drop(name, offset, end)
+            raise self._damaged(again, name, offset, oid) from None
+
+    def _damaged(self, exc: CorruptData, name: str, offset: int, oid: ObjectId) -> CorruptData:
+        return CorruptData(f"{exc} (pack {name[:12]} offset {offset}, as read from remote "
+                           f"{self.spec.name} {self.spec.url})", oid)
 
     def _note(self, name: str, offset: int, end: int) -> tuple[int | None, bool]:
         """Record a read of [offset, end) of a pack. Returns where a sequential run had got to
@@ -170,49 +187,59 @@ class RemotePacks:
     def _fetch(self, name: str, start: int, end: int, ahead: int, oid: ObjectId,
                front: int | None = None) -> bytes:
         """Fresh bytes [start, end) of a pack (plus `ahead` bytes read into the cache): from
-        the GET in flight that covers them, else one GET of what no GET in flight covers
-        (a record whose head is being fetched already waits for that GET for its head).
-        A record past `front` (where a sequential run had got to) fetches the gap before it
-        too, if nothing holds or fetches any of it: the chunks a reader's prefetch asked for
-        at once arrive in any order, and the first to come is often the last of them."""
-        lo = start - start % BLOCK
-        if front is not None and front < lo:
-            cached = self.cache.next_present(name, front)
-            if cached is None or cached >= start:
-                lo = front - front % BLOCK
-        hi = -(-(end + ahead) // BLOCK) * BLOCK
-        least = -(-end // BLOCK) * BLOCK
-        head: _Flight | None = None
+        the GETs in flight that cover them, else one GET of what no GET in flight covers
+        (waiting for those that fetch the record's head already).
+
+        A record past `front` (where a sequential run had got to) fetches up to `ahead` bytes
+        of the gap before it too, from where the cache or a GET in flight stops: the chunks a
+        reader's prefetch asks for at once arrive in any order, and the first to come is often
+        the last of them."""
+        lo = _down(start)
+        least = _up(end)
+        hi = _up(end + ahead)
         if ahead:  # read ahead only up to what the cache holds already
             cached = self.cache.next_present(name, end)
             if cached is not None and cached < hi:
-                hi = max(least, cached - cached % BLOCK)
+                hi = max(least, _down(cached))
+        gap: int | None = None
+        if front is not None and front < lo:
+            gap = _down(max(front, start - ahead, self.cache.present_end_before(name, start)))
+        chain: list[_Flight] = []
         with self._lock:
             flights = self._flights.setdefault(name, [])
-            cover = next((f for f in flights if f.start <= start and end <= f.end), None)
-            if cover is not None:
+            pos = start
+            while pos < end:
+                found = next((f for f in flights if f.start <= pos < f.end), None)
+                if found is None:
+                    break
+                chain.append(found)
+                pos = found.end
+            flight: _Flight | None = None
+            if chain:
                 self.shared += 1
-            else:
-                head = next((f for f in flights if f.start <= start < f.end), None)
-                if head is not None:
-                    lo = head.end
-                    self.shared += 1
-                elif any(f.start < start and lo < f.end for f in flights):
-                    lo = start - start % BLOCK  # the gap before is being fetched already
-                for f in flights:  # nor what a GET in flight ahead of us fetches
+            if pos < end:
+                if chain:
+                    lo = pos
+                elif gap is not None:
+                    for f in flights:  # nor what a GET in flight before us fetches
+                        if f.start < start:
+                            gap = max(gap, f.end)
+                    lo = min(lo, gap)
+                for f in flights:  # nor what a GET in flight after us fetches
                     if lo < f.start < hi:
                         hi = max(least, f.start)
                 flight = _Flight(lo, hi)
                 flights.append(flight)
-        if cover is not None:
-            data = cover.done.result()
-            return data[start - cover.start:end - cover.start]
-        self._lead(name, flight, oid)
-        tail = flight.done.result()
-        if head is None:
-            return tail[start - lo:end - lo]
-        first = head.done.result()
-        return first[start - head.start:] + tail[:end - lo]
+        if flight is not None:
+            self._lead(name, flight, oid)
+            chain.append(flight)
+        parts: list[bytes] = []
+        pos = start
+        for f in chain:
+            piece = f.done.result()[pos - f.start:min(end, f.end) - f.start]
+            parts.append(piece)
+            pos += len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _lead(self, name: str, flight: _Flight, oid: ObjectId) -> None:
         try:
@@ -246,6 +273,14 @@ class RemotePacks:
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None
+
+
+def _down(n: int) -> int:
+    return n - n % BLOCK
+
+
+def _up(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
 
 
 def _check(data: bytes, oid: ObjectId, kind: ObjType, plain_len: int) -> bytes:
