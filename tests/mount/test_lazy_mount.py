@@ -12,8 +12,8 @@ import pytest
 
 from tests.mountutil import mounted
 from tests.remote.cloneutil import cache_blocks, flip, make_clone, make_files
-from vfs.ids import ObjType, hash_object
 from vfs.pack import REC_HEADER
+from vfs.store import Store
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -24,11 +24,13 @@ def test_a_mounted_clone_reads_right_within_its_cache_and_refuses_remote_damage(
     source = tmp_path / "src"
     make_files(source, 40, 96 * KiB)
     files = sorted(p for p in source.rglob("*") if p.is_file())
-    # the victim: a small file of one chunk, damaged on the remote
+    # the victim: a small file, its first chunk damaged on the remote
     victim_data = os.urandom(9000)
     (source / "victim.bin").write_bytes(victim_data)
     clone = make_clone(tmp_path, source=source)
-    oid = hash_object(ObjType.CHUNK, victim_data)
+    with Store.open(clone.a) as a:
+        entry = a.lookup(a.resolve("v1"), b"victim.bin")
+        oid = a.contents.spans(entry.content, entry.size)[0].cid
     name, rec = next((n, r) for n, r in clone.chunk_records() if r.oid == oid)
     flip(clone.pack_file(name), rec.offset + REC_HEADER.size + 100)
     total = sum(os.path.getsize(clone.pack_file(n)) for n in clone.packs)
