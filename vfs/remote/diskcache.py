@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vfs.errors import StoreLocked
+from vfs.errors import DsfsError, StoreLocked
 from vfs.fsutil import atomic_write
 from vfs.remote.spans import Spans
 
@@ -257,14 +257,14 @@ class PackCache:
             for seg in range(start // SEGMENT, (upto - 1) // SEGMENT + 1):
                 if (name, seg) in self._lru:
                     self._lru.move_to_end((name, seg))
-        try:
+        try:  # a cache file that cannot be read is a miss (the remote has the bytes)
             fd = os.open(self.path(name), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            try:
+                data = os.pread(fd, upto - start, start)
+            finally:
+                os.close(fd)
+        except OSError:
             return b"", False
-        try:
-            data = os.pread(fd, upto - start, start)
-        finally:
-            os.close(fd)
         return data, upto == end and len(data) == end - start
 
     def next_present(self, name: str, pos: int) -> int | None:
@@ -419,14 +419,19 @@ class PackCache:
         try:
             punch_hole(fd, start, length)
             blocks = os.fstat(fd).st_blocks * 512
+        except OSError:  # no hole punching here (EOPNOTSUPP), or EIO: the whole file goes
+            blocks = -1
         finally:
             os.close(fd)
+        if blocks < 0:
+            self._remove_file(name)
+            return
         with self._lock:
             self._alloc[name] = blocks
             self._dirty = True
 
     def _remove_file(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(self.path(name))
         with self._lock:
             self._alloc.pop(name, None)
@@ -447,7 +452,7 @@ class PackCache:
             self._dirty = False
         counters = {k: self._base.get(k, 0) + v for k, v in self.counters.items()}
         data = {"bound": self.bound, "packs": names, "lru": lru, "counters": counters}
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, DsfsError):  # a full disk: only the order is lost
             atomic_write(self.root / STATE, json.dumps(data).encode())
 
     def close(self) -> None:

@@ -252,7 +252,10 @@ class RemotePacks:
             self._count("gets")
             self._count("bytes_fetched", len(data))
             if data:
-                self.cache.store(name, flight.start, data)  # before the flight ends
+                try:
+                    self.cache.store(name, flight.start, data)  # before the flight ends
+                except OSError as exc:  # a cache that cannot be written is no cache
+                    log.warning("cannot write the cache of pack %s: %s", name[:12], exc)
         except BaseException as exc:
             flight.done.set_exception(exc)
         else:
