@@ -77,7 +77,8 @@ def verify_remote(view: RemoteView, read_data: bool = False,
 def _read_every_pack(view: RemoteView, objects: RemoteObjects, progress: Progress,
                      report: RemoteCheck) -> None:
     names = sorted(n for n in view.packs if n not in objects.bad_packs)
-    progress.start("remote: reading every pack", sum(view.packs[n] for n in names), "bytes")
+    progress.start("remote: reading every pack", sum(view.packs[n] for n in names),
+                   "bytes/packs")
 
     def check(name: str) -> tuple[int, list[str]]:
         what = f"pack {name[:12]} on {view.backend.url}"

@@ -244,7 +244,7 @@ def _fetch_packs(store: Store, backend: Backend, view: RemoteView, numbers: list
             names.update(claim.packs)
     todo = sorted(n for n in names if not pack_path(store.packs_dir, n).exists())
     progress.start(f"pull: fetching {len(todo)} packs", sum(view.packs.get(n, 0) for n in todo),
-                   "bytes")
+                   "bytes/packs")
 
     def fetch(name: str) -> int:
         data = backend.get(layout.pack_key(name))

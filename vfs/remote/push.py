@@ -144,7 +144,7 @@ def _upload_packs(store: Store, backend: Backend, names: list[str], progress: Pr
         except FileNotFoundError:
             raise CorruptData(f"pack {name[:12]} is neither in this store nor on the remote: "
                               "run `dsfs verify`") from None
-    progress.start(f"push: uploading {len(names)} packs", sum(sizes.values()), "bytes")
+    progress.start(f"push: uploading {len(names)} packs", sum(sizes.values()), "bytes/packs")
 
     def upload(name: str) -> int:
         data = pack_path(store.packs_dir, name).read_bytes()
