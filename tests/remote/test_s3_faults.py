@@ -168,6 +168,16 @@ def test_flipped_byte_reaches_the_caller(proxied: S3Backend, fault_proxy: FaultP
     assert proxied.get("obj", 100, 10) == DATA[100:110]
 
 
+def test_flipped_byte_in_a_whole_object_is_fetched_again(proxied: S3Backend,
+                                                         fault_proxy: FaultProxy) -> None:
+    """A whole object is checked against the checksum S3 keeps for it (CRC32, sent by
+    botocore with the PUT)."""
+    proxied.put("obj", DATA)
+    rule = fault_proxy.add(Rule("GET", r"/p/obj$", "flip", times=2))
+    assert proxied.get("obj") == DATA
+    assert rule.hits == 2 and fault_proxy.count("GET", r"/p/obj$") == 3
+
+
 # --- configurations that cannot work ------------------------------------------------------
 
 
