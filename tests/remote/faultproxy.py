@@ -19,6 +19,8 @@ matches (None: every match):
 
 - "delay": wait `delay_ms` before forwarding.
 - "slowdown": answer 503 SlowDown (S3's XML error) without forwarding.
+- "error": answer `status` with S3's XML error `code` without forwarding (e.g. 409
+  ConditionalRequestConflict, 500 InternalError, 403 AccessDenied).
 - "drop": close the client's connection: `at="request"` before forwarding, `"response"` after
   the upstream server handled the request but before any answer byte, `"headers"` after the
   status line and headers, `"body"` after half of the body.
@@ -42,12 +44,12 @@ from types import TracebackType
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-                 b"<Message>Please reduce your request rate.</Message>"
-                 b"<RequestId>faultproxy</RequestId></Error>")
+ERROR_BODY = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+              "<Message>injected by the test proxy</Message>"
+              "<RequestId>faultproxy</RequestId></Error>")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
               "proxy-connection", "content-length", "expect"}
-ACTIONS = ("delay", "slowdown", "drop", "flip")
+ACTIONS = ("delay", "slowdown", "error", "drop", "flip")
 DROP_POINTS = ("request", "response", "headers", "body")
 
 
@@ -62,6 +64,8 @@ class Rule:
     delay_ms: int = 0
     at: str = "body"
     offset: int | None = None
+    status: int = 503
+    code: str = "SlowDown"
     hits: int = 0
     """How many requests this rule acted on."""
 
@@ -273,11 +277,12 @@ class FaultProxy:
             time.sleep(rule.delay_ms / 1000)
         if rule and action == "drop" and rule.at == "request":
             return False
-        if rule and action == "slowdown":
-            seen.status = 503
-            head = ("HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
-                    f"Content-Length: {len(SLOWDOWN_BODY)}\r\n\r\n").encode()
-            sock.sendall(head + (SLOWDOWN_BODY if request.method != "HEAD" else b""))
+        if rule and action in ("slowdown", "error"):
+            seen.status = rule.status
+            body = ERROR_BODY.format(code=rule.code).encode()
+            head = (f"HTTP/1.1 {rule.status} Injected\r\nContent-Type: application/xml\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            sock.sendall(head + (body if request.method != "HEAD" else b""))
             return True
         try:
             status, reason, headers, body = self._forward(request)

@@ -11,7 +11,12 @@ import pytest
 from tests.remote.conftest import FAST
 from tests.remote.faultproxy import DROP_POINTS, FaultProxy, Rule
 from tests.remote.s3util import MotoServer
-from vfs.remote.backend import RemoteConfigError, RemoteKeyExists, RemoteUnavailable
+from vfs.remote.backend import (
+    RemoteConfigError,
+    RemoteError,
+    RemoteKeyExists,
+    RemoteUnavailable,
+)
 from vfs.remote.s3backend import RetryPolicy, S3Backend
 
 DATA = bytes(range(256)) * 64  # 16 KiB
@@ -84,6 +89,56 @@ def test_persistent_slowdown_gives_up(proxied: S3Backend, fault_proxy: FaultProx
                                    f"{label} after {FAST.attempts} tries: retry later")
         # exactly the policy's tries: botocore does not retry on its own
         assert fault_proxy.count() == FAST.attempts
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (500, "InternalError"), (502, "BadGateway"), (503, "ServiceUnavailable"),
+    (504, "GatewayTimeout"), (503, "SlowDown"), (400, "RequestTimeout"),
+    (429, "TooManyRequests"), (400, "ThrottlingException"),
+])
+def test_transient_errors_are_retried(proxied: S3Backend, fault_proxy: FaultProxy,
+                                      status: int, code: str) -> None:
+    proxied.put("obj", DATA)
+    rule = fault_proxy.add(Rule("GET", r"/p/obj$", "error", status=status, code=code, times=3))
+    assert proxied.get("obj", 5, 5) == DATA[5:10]
+    assert rule.hits == 3 and fault_proxy.count("GET", r"/p/obj$") == 4
+
+
+def test_conditional_conflict_is_retried(proxied: S3Backend, fault_proxy: FaultProxy) -> None:
+    """409 ConditionalRequestConflict: another conditional write was under way; try again."""
+    rule = fault_proxy.add(Rule("PUT", r"/p/claim$", "error", status=409,
+                                code="ConditionalRequestConflict", times=1))
+    proxied.put("claim", b"mine", if_absent=True)
+    assert rule.hits == 1 and fault_proxy.count("PUT", r"/p/claim$") == 2
+    fault_proxy.add(Rule("PUT", r"/p/claim$", "error", status=409,
+                         code="ConditionalRequestConflict", times=1))
+    with pytest.raises(RemoteKeyExists):
+        proxied.put("claim", b"theirs", if_absent=True)
+    assert proxied.get("claim") == b"mine"
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (403, "AccessDenied"), (400, "InvalidArgument"), (400, "ExpiredToken"),
+    (403, "InvalidAccessKeyId"), (501, "NotImplemented"),
+])
+def test_other_errors_are_not_retried(proxied: S3Backend, fault_proxy: FaultProxy,
+                                      status: int, code: str) -> None:
+    proxied.put("obj", DATA)
+    fault_proxy.add(Rule("GET", r"/p/obj$", "error", status=status, code=code, times=None))
+    with pytest.raises((RemoteConfigError, RemoteError)) as info:
+        proxied.get("obj")
+    one_line(str(info.value))
+    assert str(info.value).startswith(f"remote {proxied.url}: ")
+    assert fault_proxy.count("GET", r"/p/obj$") == 1
+    if code == "ExpiredToken":
+        assert "session token has expired" in str(info.value)
+
+
+def test_bad_endpoint_url(s3_env: dict[str, str]) -> None:
+    with pytest.raises(RemoteConfigError) as info:
+        S3Backend.from_url("s3://some-bucket", endpoint_url="not a url")
+    one_line(str(info.value))
+    assert str(info.value).startswith("remote s3://some-bucket: bad endpoint URL")
 
 
 @pytest.mark.parametrize("at", DROP_POINTS)

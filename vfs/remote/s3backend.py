@@ -102,6 +102,8 @@ def _parse_url(url: str) -> tuple[str, str]:
     if parts.scheme != "s3" or parts.query or parts.fragment or "@" in parts.netloc:
         raise bad
     bucket, prefix = parts.netloc, parts.path.strip("/")
+    if not bucket:
+        raise bad
     if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
         raise RemoteConfigError(f"bad remote URL {url!r}: {bucket!r} is not a valid S3 bucket "
                                 "name (3-63 characters: a-z 0-9 . -)")
