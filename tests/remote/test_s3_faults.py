@@ -134,11 +134,12 @@ def test_other_errors_are_not_retried(proxied: S3Backend, fault_proxy: FaultProx
         assert "session token has expired" in str(info.value)
 
 
-def test_bad_endpoint_url(s3_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("endpoint", ["not a url", "http://[::1", "localhost:9000"])
+def test_bad_endpoint_url(s3_env: dict[str, str], endpoint: str) -> None:
     with pytest.raises(RemoteConfigError) as info:
-        S3Backend.from_url("s3://some-bucket", endpoint_url="not a url")
-    one_line(str(info.value))
-    assert str(info.value).startswith("remote s3://some-bucket: bad endpoint URL")
+        S3Backend.from_url("s3://some-bucket", endpoint_url=endpoint)
+    assert str(info.value) == ("remote s3://some-bucket: bad endpoint URL: use "
+                               "http(s)://HOST[:PORT]")
 
 
 @pytest.mark.parametrize("at", DROP_POINTS)

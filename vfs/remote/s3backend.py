@@ -116,7 +116,6 @@ def _mtime_ns(when: datetime) -> int:
     return (when - _EPOCH) // _ONE_US * 1000
 
 
-
 def _client_error(exc: bex.ClientError) -> tuple[str, int]:
     response: dict[str, Any] = exc.response
     code = str(response.get("Error", {}).get("Code", ""))
@@ -172,11 +171,13 @@ class S3Backend:
         except bex.ProfileNotFound:
             raise RemoteConfigError(f"remote {shown}: AWS profile {profile!r} is not in "
                                     "~/.aws/config: fix --profile or add the profile") from None
-        except ValueError as exc:  # botocore's word on a malformed endpoint URL
-            raise RemoteConfigError(f"remote {shown}: bad endpoint URL: {exc}") from None
-        except bex.BotoCoreError as exc:
+        except bex.BotoCoreError as exc:  # e.g. an invalid region name
             raise RemoteConfigError(f"remote {shown}: cannot set up the S3 client: "
                                     f"{type(exc).__name__}: check the AWS configuration") from None
+        except ValueError:  # botocore's word on a malformed endpoint URL (not echoed: it
+            # might carry a password)
+            raise RemoteConfigError(f"remote {shown}: bad endpoint URL: use "
+                                    "http(s)://HOST[:PORT]") from None
         return cls(client, bucket, prefix, policy)
 
     # --- keys ---------------------------------------------------------------------------------
