@@ -38,7 +38,6 @@ import re
 import socket
 import socketserver
 import threading
-import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import BinaryIO
@@ -164,6 +163,7 @@ class FaultProxy:
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._closing = threading.Event()
         proxy = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -210,6 +210,7 @@ class FaultProxy:
                     if (method is None or seen.method == method) and pattern.search(seen.path)]
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
@@ -273,8 +274,8 @@ class FaultProxy:
         rule = self._pick(request)
         action = rule.action if rule else None
         seen = self._log(request, rule)
-        if rule and action == "delay":
-            time.sleep(rule.delay_ms / 1000)
+        if rule and action == "delay" and self._closing.wait(rule.delay_ms / 1000):
+            return False  # the proxy is closing
         if rule and action == "drop" and rule.at == "request":
             return False
         if rule and action in ("slowdown", "error"):
