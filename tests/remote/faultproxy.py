@@ -164,6 +164,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closing = threading.Event()
+        self.connections = 0
+        """How many client connections the proxy accepted (keep-alive reuses one)."""
         proxy = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -248,6 +250,7 @@ class FaultProxy:
     def _serve(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.add(sock)
+            self.connections += 1
         try:
             rfile = sock.makefile("rb")
             while True:

@@ -54,6 +54,21 @@ def test_proxy_passes_everything_through(proxied: S3Backend, fault_proxy: FaultP
     assert fault_proxy.count("DELETE", r"/p/obj$") == 1
 
 
+def test_connections_are_kept_alive(proxied: S3Backend, fault_proxy: FaultProxy) -> None:
+    """One thread's requests reuse one connection, also after an error answer; a dropped
+    connection costs one new one."""
+    proxied.put("obj", DATA)
+    for n in range(10):
+        assert proxied.get("obj", n, 10) == DATA[n:n + 10]
+    assert proxied.stat("missing") is None
+    fault_proxy.add(Rule("GET", r"/p/obj$", "slowdown", times=1))
+    assert proxied.get("obj") == DATA
+    assert fault_proxy.connections == 1
+    fault_proxy.add(Rule("GET", r"/p/obj$", "drop", at="headers", times=1))
+    assert proxied.get("obj") == DATA
+    assert fault_proxy.connections == 2
+
+
 def test_ranged_get_is_one_request(proxied: S3Backend, fault_proxy: FaultProxy) -> None:
     proxied.put("packs/ab/pack", DATA)
     fault_proxy.clear()
@@ -319,3 +334,15 @@ def test_malformed_url(url: str) -> None:
     one_line(str(info.value))
     assert "s3://BUCKET[/PREFIX]" in str(info.value) or "not a valid S3 bucket" in str(
         info.value)
+
+
+def test_retry_policy_backoff() -> None:
+    policy = RetryPolicy()
+    assert (policy.attempts, policy.base_delay, policy.max_delay) == (6, 0.2, 5.0)
+    for failed, full in ((1, 0.2), (2, 0.4), (3, 0.8), (5, 3.2), (6, 5.0), (30, 5.0)):
+        waits = [policy.delay(failed) for _ in range(50)]
+        assert all(full / 2 <= w <= full for w in waits), (failed, waits)
+        assert len(set(waits)) > 1  # jitter
+    for bad in ((0, 0.1, 1.0), (3, -1.0, 1.0), (3, 2.0, 1.0)):
+        with pytest.raises(ValueError):
+            RetryPolicy(*bad)
