@@ -270,6 +270,13 @@ def cmd_drop(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from vfs.gc import collect_garbage
 
+    if args.remote is not None:
+        from daemon.remotecli import gc_remote_command
+
+        if args.compact:
+            raise UserError("--compact is for the local store; remote packs are not rewritten")
+        return gc_remote_command(args)
+
     with open_store(args) as store:
         r = collect_garbage(store, dry_run=args.dry_run, progress=make_progress(args.quiet),
                             compact=args.compact)
@@ -312,7 +319,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
                               mountpoint=Path(args.mountpoint).absolute(),
                               allow_other=args.allow_other, cache_bytes=args.cache_size,
                               xattrs=args.xattrs, sync_on_close=args.sync_on_close,
-                              disk_cache_bytes=mount_cache_bytes(args))
+                              disk_cache_bytes=mount_cache_bytes(args),
+                              pull_every=args.pull_every)
+    if args.pull_every is not None:
+        from vfs.remote.remotes import Remotes
+
+        if args.pull_every < 1:
+            raise UserError("--pull-every takes at least 1 (seconds)")
+        Remotes(opts.store).get(None)  # a store without a remote fails here, in the caller
     Store.open(opts.store).close()  # a missing or foreign store fails here, in the caller
     if args.foreground:
         level = logging.DEBUG if args.debug else logging.INFO
@@ -336,6 +350,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         argv.append("--allow-other")
     if args.sync_on_close:
         argv.append("--sync-on-close")
+    if args.pull_every is not None:
+        argv += ["--pull-every", str(args.pull_every)]
     if args.debug:
         argv.append("--debug")
     log_path = mount.runtime_dir() / f"{mount.runtime_file(opts.mountpoint).stem}.log"
@@ -446,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.cachecli import add_cache_command, add_mount_option
 
     add_mount_option(p)
+    p.add_argument("--pull-every", type=float, default=None, metavar="SECONDS",
+                   help="pull from the store's remote this often, so versions others push "
+                        "appear in the mount (a `dsfs pull` shows them at once)")
     p.add_argument("--debug", action="store_true", help="log every request")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p = add("umount", cmd_umount, "unmount and wait for the daemon to exit")
@@ -466,6 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
     p.add_argument("--compact", action="store_true",
                    help="rewrite every pack that holds dropped data, not only mostly-dead ones")
+    p.add_argument("--remote", nargs="?", const="", default=None, metavar="NAME",
+                   help="collect a remote's garbage instead: a run marks packs no version "
+                        "there needs; a later run deletes those still unneeded once their mark "
+                        "is older than --grace (safe while others push)")
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="with --remote: how old a mark (and a pack) must be (default 3600)")
+    from daemon.remotecli import add_remote_commands
+
+    add_remote_commands(add)
     add_cache_command(add)
     from daemon.versioncli import add_version_command
 

@@ -67,6 +67,8 @@ class MountOptions:
     """close() of a file written in @head returns once its bytes are on disk"""
     disk_cache_bytes: int | None = None
     """a clone's bound on remote packs cached under STORE/cache (None: the one used last)"""
+    pull_every: float | None = None
+    """pull from the store's remote this often (seconds), so others' pushes appear"""
 
 
 # -- looking at mounts ---------------------------------------------------------------------
@@ -392,7 +394,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     info.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(opts.mountpoint)}))
     clean = False
     try:
-        trio.run(_main, store, mount, view, ready_fd, opts.allow_other)
+        trio.run(_main, store, mount, view, ready_fd, opts)
         clean = True
     finally:
         mount.unmount_all()
@@ -423,7 +425,7 @@ async def _mount_head(mount: Mounted, allow_other: bool) -> None:
 
 
 async def _main(store: Store, mount: Mounted, view: VersionsView, ready_fd: int | None,
-                allow_other: bool) -> None:
+                opts: MountOptions) -> None:
     lockorder.mark_loop_thread()
     assert mount.versions is not None
     async with trio.open_nursery() as nursery:
@@ -440,7 +442,7 @@ async def _main(store: Store, mount: Mounted, view: VersionsView, ready_fd: int 
         nursery.start_soon(serve_versions)
         if mount.head_ops is not None:
             try:
-                await _mount_head(mount, allow_other)
+                await _mount_head(mount, opts.allow_other)
             except MountFailed as exc:
                 raise MountError(f"could not mount @head: {exc}") from None
             assert mount.head_conn is not None
@@ -451,6 +453,10 @@ async def _main(store: Store, mount: Mounted, view: VersionsView, ready_fd: int 
             nursery.start_soon(raise_read_ahead, mount.mountpoint / "@head")
         await nursery.start(serve_head_control, store, view, mount, runtime_dir())
         nursery.start_soon(sync_head_periodically, mount)
+        if opts.pull_every:
+            from daemon.remotepoll import pull_periodically
+
+            nursery.start_soon(pull_periodically, store, opts.pull_every)
         log.info("serving %d versions", len(view.versions))
         sd_notify("READY=1\nSTATUS=serving")
         if ready_fd is not None:  # "ok nohead": mounted, but another process serves @head

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import fmt
 from daemon.cli_common import emit_json, make_progress, note, open_store, store_path
+from vfs.errors import UserError
 
 if TYPE_CHECKING:
     from vfs.repair import RepairReport
@@ -34,6 +35,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     subset = args.read_data_subset
     read_data = args.read_data or subset is not None
+    if args.remote is not None:
+        from daemon.remotecli import verify_remote_command
+
+        if args.repair or subset is not None:
+            raise UserError("--remote checks the remote: use it with --read-data only")
+        return verify_remote_command(args)
     repaired: RepairReport | None = None
     if args.repair:
         repaired = repair_store(store_path(args), read_data=read_data,
@@ -126,3 +133,7 @@ def add_verify_command(add: Any) -> None:
                    help="rebuild the index from the packs, then rewrite every version that "
                         "needs data which is gone so it no longer refers to it, listing each "
                         "lost path (LOST vN:path); needs the store unmounted")
+    p.add_argument("--remote", nargs="?", const="", default=None, metavar="NAME",
+                   help="check a remote instead (default: the store's first remote): every "
+                        "version's records and that every object it needs is in a pack there; "
+                        "with --read-data also every byte of every pack")

@@ -23,7 +23,7 @@ ChunkId = NewType("ChunkId", bytes)
 TreeId = NewType("TreeId", bytes)
 """Id of the root page of a directory tree (a kind of ObjectId)."""
 PackName = NewType("PackName", str)
-"""File name of a pack: 64 hex digits, the BLAKE3 hash of the whole pack file."""
+"""File name of a pack: 32 random hex digits, unique (packs never change once written)."""
 VersionNo = NewType("VersionNo", int)
 """Version number: 1, 2, ... never reused."""
 

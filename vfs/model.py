@@ -235,6 +235,10 @@ class Version:
     source: str = ""
     repair: Repair | None = None
     """Set when `dsfs verify --repair` rewrote this version without files whose data was gone."""
+    pulled_ns: int = 0
+    """When `dsfs pull` recorded this record here (a version from a remote, or one of this
+    store's renumbered after the remote's); 0 for a record written where the version was made.
+    Of several records of one number in the packs, a rebuild keeps the newest."""
 
     @property
     def name(self) -> str:
@@ -250,6 +254,8 @@ class Version:
                   "stats": self.stats.to_dict(), "source": self.source}
         if self.repair is not None:
             record["repair"] = self.repair.to_record()
+        if self.pulled_ns:
+            record["pulled_ns"] = self.pulled_ns
         return record
 
     @classmethod
@@ -259,12 +265,18 @@ class Version:
                    parent=int(d["parent"]), time_ns=int(d["time_ns"]),
                    message=str(d["message"]), author=str(d["author"]),
                    stats=VersionStats.from_dict(d["stats"]), source=str(d.get("source", "")),
-                   repair=Repair.from_record(repair) if repair is not None else None)
+                   repair=Repair.from_record(repair) if repair is not None else None,
+                   pulled_ns=int(d.get("pulled_ns", 0)))
 
     @property
     def repaired_ns(self) -> int:
         """When this record was written by a repair (0 for the record the version began with)."""
         return self.repair.time_ns if self.repair is not None else 0
+
+    @property
+    def precedence(self) -> tuple[int, int]:
+        """Of two records of one number, the one with the greater precedence is the version."""
+        return (self.repaired_ns, self.pulled_ns)
 
 
 @dataclass(frozen=True, slots=True)

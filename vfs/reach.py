@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from vfs import schema
 from vfs.errors import CorruptData
 from vfs.ids import ObjectId, ObjType, TreeId, hash_object
 from vfs.model import REF_CHUNK, REF_LIST, Entry, Kind, decode_chunk_list, ref_id, ref_kind
-from vfs.store import Store
+from vfs.tree import TreeReader
+
+
+class ObjectSource(Protocol):
+    """Where a walk reads trees and chunk lists: a store, or a remote's packs."""
+
+    @property
+    def trees(self) -> TreeReader: ...
+
+    def get_object(self, oid: ObjectId, kind: ObjType) -> bytes: ...
 
 
 @dataclass
@@ -25,7 +35,7 @@ class Reachable:
     """Metadata objects that could not be read or decoded: id -> problem."""
 
 
-def content_objects(store: Store, e: Entry, found: Reachable) -> list[bytes]:
+def content_objects(store: ObjectSource, e: Entry, found: Reachable) -> list[bytes]:
     """Ids a file entry needs: its chunk list (if any) and its chunks."""
     ref = e.content
     kind = ref_kind(ref)
@@ -47,7 +57,7 @@ def content_objects(store: Store, e: Entry, found: Reachable) -> list[bytes]:
     return ids
 
 
-def walk_versions(store: Store, roots: list[TreeId],
+def walk_versions(store: ObjectSource, roots: list[TreeId],
                   on_page: Callable[[int], None] | None = None) -> Reachable:
     """Mark every object reachable from `roots`. Shared subtrees are walked once."""
     found = Reachable()

@@ -60,7 +60,7 @@ def rebuild_index(root: Path, progress: Progress | None = None) -> RebuildReport
     with flocked(lock_dir / "gc.lock", exclusive=True, wait=False,
                  busy_message=f"store {root} is in use by an import or commit: retry later"):
         index = Index(new_dir, create=True)
-        versions: dict[int, tuple[int, bytes]] = {}
+        versions: dict[int, tuple[tuple[int, int], bytes]] = {}
         events: list[RefEvent] = []
         files = pack_files(root / "packs")
         progress.start("rebuild: scanning packs", len(files), "packs")
@@ -81,8 +81,9 @@ def rebuild_index(root: Path, progress: Progress | None = None) -> RebuildReport
                     if rec.kind == ObjType.VERSION:
                         version = Version.from_record(schema.dec_msg(plain))
                         n = version.number
-                        if n not in versions or version.repaired_ns > versions[n][0]:
-                            versions[n] = (version.repaired_ns, plain)  # a repair's record wins
+                        if n not in versions or version.precedence > versions[n][0]:
+                            versions[n] = (version.precedence, plain)  # a repair's or a
+                            # pull's record wins over the one the version began with
                     else:
                         events.append(RefEvent.from_record(schema.dec_msg(plain)))
                 elif (len(raw) < REC_HEADER.size
@@ -109,8 +110,8 @@ def rebuild_index(root: Path, progress: Progress | None = None) -> RebuildReport
     return report
 
 
-def _replay(index: Index, versions: dict[int, tuple[int, bytes]], events: list[RefEvent],
-            report: RebuildReport) -> None:
+def _replay(index: Index, versions: dict[int, tuple[tuple[int, int], bytes]],
+            events: list[RefEvent], report: RebuildReport) -> None:
     dbs = index.dbs
     tags: dict[str, int] = {}
     dropped: dict[int, int] = {}

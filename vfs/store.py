@@ -134,6 +134,10 @@ class Store:
                        busy_message=f"store {self.root} is in use by an import or commit: "
                                     "retry gc when it has finished")
 
+    def numbering_lock(self) -> AbstractContextManager[None]:
+        """Held while version numbers are handed out or changed (record, pull's renumbering)."""
+        return self._commit_lock()
+
     def _commit_lock(self) -> AbstractContextManager[None]:
         return flocked(self.root / "locks" / "commit.lock", exclusive=True, wait=True,
                        busy_message="")
@@ -200,6 +204,11 @@ class Store:
     def tags(self) -> dict[str, int]:
         with self.index.read() as txn, txn.cursor(db=self.index.dbs["tags"]) as cur:
             return dict(schema.dec_tag(k, v) for k, v in cur)
+
+    def dropped_numbers(self) -> set[int]:
+        """Numbers of dropped versions (they are never handed out again)."""
+        with self.index.read() as txn, txn.cursor(db=self.index.dbs["dropped"]) as cur:
+            return {schema.dec_version_key(k) for k in cur.iternext(keys=True, values=False)}
 
     def tags_by_version(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}

@@ -121,6 +121,23 @@ def head_in_use(root: Path) -> bool:
     return False
 
 
+def _finish_renumbering(store: Store, db: HeadDB) -> None:
+    """A `dsfs pull` that renumbered @head's base records the old number as `base_was` before
+    it changes the index and clears it after (vfs.remote.pull). Found set, the pull stopped in
+    between: the new number exists only if the index changed; otherwise @head's changes are
+    still on the old number."""
+    was = db.meta("base_was")
+    if was is None:
+        return
+    number = db.meta("base")
+    try:
+        store.version(int(number))
+    except (UnknownVersion, TypeError, ValueError):
+        db.set_meta("base", int(was))
+    db.set_meta("base_was", None)
+    db.sync()
+
+
 def open_head(store: Store) -> HeadSession:
     """Take @head's lock and open its state (creating it on first use)."""
     lock_path = store.root / "locks" / "head.lock"
@@ -133,6 +150,7 @@ def open_head(store: Store) -> HeadSession:
     try:
         db = open_head_db(store.root / "head")
         overlays = Overlays(store.root / "head" / "data")
+        _finish_renumbering(store, db)
         number = db.meta("base")
         base: Version | None = None
         if number is not None and int(number) == 0 and db.node(HEAD_ROOT) is not None:

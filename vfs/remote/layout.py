@@ -10,11 +10,15 @@ dsfs-remote                     JSON: magic "dsfs-remote", format, remote_id, an
                                 settings a clone adopts (chunking, zstd level, pack size).
                                 Written once, by the first push (conditional create).
 packs/<2 hex>/<name>            a pack, byte for byte as in a store (`vfs.pack`); its name is
-                                the BLAKE3 of its bytes, so pushing it twice is harmless.
+                                unique and packs never change, so pushing it twice is harmless.
 versions/<10 digits>            the claim of a version number: the version's record and the
                                 packs that hold the objects it added. Created only with
                                 If-None-Match: * (one writer wins a number); never rewritten.
 events/<20 digits>-<16 hex>     a tag, untag or drop (`vfs.model.RefEvent`), named by time.
+trash/<name>                    `dsfs gc --remote` found pack <name> unreferenced (empty body;
+                                its time is the object's). A later gc deletes the pack if it
+                                is still unreferenced and the mark is older than the grace
+                                period; a push that needs the pack again deletes the mark.
 ==============================  ===========================================================
 
 A push writes packs first and the claim last, so a remote never shows a version whose data
@@ -43,6 +47,7 @@ REMOTE_FORMAT = 1
 PACKS = "packs/"
 VERSIONS = "versions/"
 EVENTS = "events/"
+TRASH = "trash/"
 _DIGEST = 32
 
 
@@ -52,6 +57,10 @@ def pack_key(name: str) -> str:
 
 def pack_name(key: str) -> str:
     return key.rsplit("/", 1)[-1]
+
+
+def trash_key(name: str) -> str:
+    return f"{TRASH}{name}"
 
 
 def version_key(number: int) -> str:
