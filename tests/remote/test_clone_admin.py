@@ -166,3 +166,18 @@ def test_repair_refuses_a_clone_and_changes_nothing(tmp_path: Path) -> None:
     assert (clone.b / "index" / "data.mdb").read_bytes() == index
     with Store.open(clone.b) as store:
         assert verify_store(store, read_data=True).ok
+
+
+def test_repair_runs_on_a_clone_whose_packs_are_all_local(tmp_path: Path) -> None:
+    from vfs.repair import repair_store
+
+    clone = make_clone(tmp_path, count=2)
+    for name in clone.packs:  # what `dsfs pull --data` does: every pack brought home
+        dest = clone.b / "packs" / name[:2] / name
+        dest.parent.mkdir(exist_ok=True)
+        dest.write_bytes(clone.pack_file(name).read_bytes())
+    report = repair_store(clone.b)
+    assert not report.lost
+    with Store.open(clone.b) as store:
+        assert verify_store(store, read_data=True).ok
+        assert store.remote is not None and not store.remote.connected
