@@ -317,7 +317,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     opts = mount.MountOptions(store=store_path(args).absolute(),
                               mountpoint=Path(args.mountpoint).absolute(),
-                              allow_other=args.allow_other, cache_bytes=args.cache_size,
+                              allow_other=args.allow_other, cache_bytes=args.memory_cache,
                               xattrs=args.xattrs, sync_on_close=args.sync_on_close,
                               disk_cache_bytes=mount_cache_bytes(args),
                               pull_every=args.pull_every)
@@ -344,8 +344,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return 0
     mount.preflight(opts)
     argv = ["--store", str(opts.store), "mount", str(opts.mountpoint),
-            "--cache-size", str(args.cache_size), "--xattrs", args.xattrs,
-            "--disk-cache-size", str(opts.disk_cache_bytes)]
+            "--memory-cache", str(args.memory_cache), "--xattrs", args.xattrs,
+            "--cache-size", str(opts.disk_cache_bytes)]
     if args.allow_other:
         argv.append("--allow-other")
     if args.sync_on_close:
@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-other", action="store_true",
                    help="let other users in (file permissions apply; needs user_allow_other "
                         "in /etc/fuse.conf unless root)")
-    p.add_argument("--cache-size", type=parse_size, default=512 << 20, metavar="SIZE",
+    p.add_argument("--memory-cache", type=parse_size, default=512 << 20, metavar="SIZE",
                    help="bytes of decompressed chunks kept in memory (default 512M)")
     p.add_argument("--xattrs", choices=("auto", "on", "off"), default="auto",
                    help="serve extended attributes: auto (default) serves them when some "

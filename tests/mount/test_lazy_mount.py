@@ -1,5 +1,5 @@
 """A mounted clone reads its remote's packs on demand: every byte equals the source, the cache
-stays within --disk-cache-size, and a byte flipped on the remote is EIO for that file only."""
+stays within --cache-size, and a byte flipped on the remote is EIO for that file only."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def test_a_mounted_clone_reads_right_within_its_cache_and_refuses_remote_damage(
     total = sum(os.path.getsize(clone.pack_file(n)) for n in clone.packs)
     bound = 2 * MiB
     assert total > 2 * bound
-    with mounted(clone.b, tmp_path / "mnt", "--disk-cache-size", "2M",
-                 "--cache-size", "1M") as daemon:
+    with mounted(clone.b, tmp_path / "mnt", "--cache-size", "2M",
+                 "--memory-cache", "1M") as daemon:
         mnt = daemon.mountpoint / "@v1"
         for path in files:  # diff -r, byte for byte
             rel = path.relative_to(clone.source)
@@ -64,7 +64,7 @@ def test_a_big_file_read_through_a_mounted_clone_makes_few_large_gets(tmp_path: 
     (source / "big.bin").write_bytes(data)
     clone = make_clone(tmp_path, source=source)  # 16 KiB chunks: about 750 records
     records = len(clone.chunk_records())
-    with mounted(clone.b, tmp_path / "mnt", "--cache-size", "1M") as daemon:
+    with mounted(clone.b, tmp_path / "mnt", "--memory-cache", "1M") as daemon:
         with open(daemon.mountpoint / "@v1/big.bin", "rb") as f:
             got = b"".join(iter(lambda: f.read(128 * KiB), b""))
         assert got == data

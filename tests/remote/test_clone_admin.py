@@ -126,7 +126,7 @@ def test_dsfs_cache_shows_and_trims(tmp_path: Path) -> None:
     bad = dsfs(clone.b, "cache", "--trim", "lots")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "not a size" in bad.stderr
-    bad = dsfs(clone.b, "mount", str(tmp_path / "mnt"), "--disk-cache-size", "-1G")
+    bad = dsfs(clone.b, "mount", str(tmp_path / "mnt"), "--cache-size", "-1G")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     plain = dsfs(clone.a, "cache")
     assert plain.returncode == 0 and "not a clone" in plain.stdout
