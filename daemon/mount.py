@@ -42,6 +42,7 @@ from daemon.headservice import (
 from daemon.ops import Operations
 from vfs import lockorder
 from vfs.errors import DsfsError, UserError
+from vfs.locks import flocked
 from vfs.store import Store
 from vfs.view import VersionsView
 
@@ -362,6 +363,10 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
         bound_malloc()
     store = Store.open(opts.store, cache_bytes=opts.cache_bytes,
                        disk_cache_bytes=opts.disk_cache_bytes)
+    # held while mounted: a pull never renumbers versions a mount shows (vfs.remote.pull)
+    mounted_lock = flocked(opts.store / "locks" / "mount.lock", exclusive=False, wait=True,
+                           busy_message="")
+    mounted_lock.__enter__()
     view = VersionsView(store)
     serve_xattrs = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
     mount = Mounted(opts.mountpoint, Operations(view, serve_xattrs=serve_xattrs))
@@ -385,6 +390,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
         if mount.head is not None:
             mount.head.session.close()
         store.close()
+        mounted_lock.__exit__(None, None, None)
         raise MountError(str(exc)) from None
     mount.versions = Session(fd, handlers, config, "versions")
     if mount.head_ops is not None:
@@ -402,6 +408,7 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
         if mount.head is not None:
             mount.head.session.close()
         store.close()
+        mounted_lock.__exit__(None, None, None)
         log.info("unmounted %s%s", opts.mountpoint, "" if clean else " after an error")
 
 

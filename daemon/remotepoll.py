@@ -11,6 +11,7 @@ HeadBusy and the mount logs, once, what to do.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import trio
@@ -29,7 +30,8 @@ async def pull_periodically(store: Store, every: float) -> None:
         await trio.sleep(every)
         try:
             spec = Remotes(store.root).get(None)
-            report = await trio.to_thread.run_sync(pull, store, spec)
+            report = await trio.to_thread.run_sync(
+                functools.partial(pull, store, spec, renumber=False))
         except HeadBusy as exc:
             if str(exc) != told:
                 log.warning("pull from the remote: %s", exc)

@@ -52,6 +52,7 @@ def verify_remote(view: RemoteView, read_data: bool = False,
     report.objects = len(objects.where)
     for _name, problem in sorted(objects.bad_packs.items()):
         report.problems.append(problem)
+    report.problems += [problem for _, problem in sorted(view.damaged.items())]
     for n in live_claims(view):
         claim = view.claims[n]
         report.versions += 1
