@@ -1,5 +1,5 @@
-"""`dsfs cache [--json] [--trim SIZE]` and the mount's `--disk-cache-size`: a clone's local
-cache of remote packs (`vfs.remote.diskcache`).
+"""`dsfs cache [--json] [--trim SIZE]` and the mount's `--cache-size`: a clone's local cache
+of remote packs (`vfs.remote.diskcache`). (`--memory-cache` sizes the chunks kept in memory.)
 
 Owns: showing and trimming the cache, parsing cache sizes, and resolving the mount's bound.
 """
@@ -34,8 +34,8 @@ def cache_dir(store: Path) -> Path:
 
 
 def mount_cache_bytes(args: argparse.Namespace) -> int:
-    """The bound of a mount's cache: --disk-cache-size, else the default for its disk."""
-    given: int | None = args.disk_cache_size
+    """The bound of a mount's cache: --cache-size, else the default for its disk."""
+    given: int | None = args.cache_size
     return given if given is not None else default_bound(cache_dir(store_path(args)))
 
 
@@ -82,10 +82,10 @@ def add_cache_command(add: Any) -> None:
 
 
 def add_mount_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--disk-cache-size", type=parse_cache_size, default=None, metavar="SIZE",
+    p.add_argument("--cache-size", type=parse_cache_size, default=None, metavar="SIZE",
                    help="for a clone: bytes of the remote's packs kept on local disk under "
                         "STORE/cache, least recently used evicted first (default: 10G or a "
-                        "tenth of that disk's size, whichever is smaller)")
+                        "tenth of that disk's size, whichever is smaller); see `dsfs cache`")
 
 
 __all__ = ["add_cache_command", "add_mount_option", "mount_cache_bytes", "parse_cache_size"]

@@ -317,9 +317,16 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     opts = mount.MountOptions(store=store_path(args).absolute(),
                               mountpoint=Path(args.mountpoint).absolute(),
-                              allow_other=args.allow_other, cache_bytes=args.cache_size,
+                              allow_other=args.allow_other, cache_bytes=args.memory_cache,
                               xattrs=args.xattrs, sync_on_close=args.sync_on_close,
-                              disk_cache_bytes=mount_cache_bytes(args))
+                              disk_cache_bytes=mount_cache_bytes(args),
+                              pull_every=args.pull_every)
+    if args.pull_every is not None:
+        from vfs.remote.remotes import Remotes
+
+        if args.pull_every < 1:
+            raise UserError("--pull-every takes at least 1 (seconds)")
+        Remotes(opts.store).get(None)  # a store without a remote fails here, in the caller
     Store.open(opts.store).close()  # a missing or foreign store fails here, in the caller
     if args.foreground:
         level = logging.DEBUG if args.debug else logging.INFO
@@ -337,12 +344,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return 0
     mount.preflight(opts)
     argv = ["--store", str(opts.store), "mount", str(opts.mountpoint),
-            "--cache-size", str(args.cache_size), "--xattrs", args.xattrs,
-            "--disk-cache-size", str(opts.disk_cache_bytes)]
+            "--memory-cache", str(args.memory_cache), "--xattrs", args.xattrs,
+            "--cache-size", str(opts.disk_cache_bytes)]
     if args.allow_other:
         argv.append("--allow-other")
     if args.sync_on_close:
         argv.append("--sync-on-close")
+    if args.pull_every is not None:
+        argv += ["--pull-every", str(args.pull_every)]
     if args.debug:
         argv.append("--debug")
     log_path = mount.runtime_dir() / f"{mount.runtime_file(opts.mountpoint).stem}.log"
@@ -440,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-other", action="store_true",
                    help="let other users in (file permissions apply; needs user_allow_other "
                         "in /etc/fuse.conf unless root)")
-    p.add_argument("--cache-size", type=parse_size, default=512 << 20, metavar="SIZE",
+    p.add_argument("--memory-cache", type=parse_size, default=512 << 20, metavar="SIZE",
                    help="bytes of decompressed chunks kept in memory (default 512M)")
     p.add_argument("--xattrs", choices=("auto", "on", "off"), default="auto",
                    help="serve extended attributes: auto (default) serves them when some "
@@ -453,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.cachecli import add_cache_command, add_mount_option
 
     add_mount_option(p)
+    p.add_argument("--pull-every", type=float, default=None, metavar="SECONDS",
+                   help="pull from the store's remote this often, so versions others push "
+                        "appear in the mount (a `dsfs pull` shows them at once)")
     p.add_argument("--debug", action="store_true", help="log every request")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p = add("umount", cmd_umount, "unmount and wait for the daemon to exit")

@@ -27,9 +27,10 @@ class TerminalProgress:
 
     def start(self, label: str, total: int | None, unit: str) -> None:
         self.finish()
-        if unit == "bytes":
+        if unit.startswith("bytes"):  # "bytes", or "bytes/packs": what the items are
+            items = unit.partition("/")[2] or "files"
             columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                       TransferSpeedColumn(), TextColumn("{task.fields[items]} files"),
+                       TransferSpeedColumn(), TextColumn("{task.fields[items]} " + items),
                        TimeElapsedColumn()]
         else:
             columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.cli_common import emit_json, make_progress, note, open_store, store_path
+from vfs.errors import UnknownVersion, UserError
 from vfs.remote.remotes import Remotes, RemoteSpec
 from vfs.remote.session import RemoteView
 
@@ -49,8 +50,6 @@ def cmd_remote(args: argparse.Namespace) -> int:
 
 
 def raise_usage(usage: str) -> None:
-    from vfs.errors import UserError
-
     raise UserError(f"usage: {usage}")
 
 
@@ -58,8 +57,18 @@ def cmd_push(args: argparse.Namespace) -> int:
     from vfs.remote.push import push
 
     with open_store(args) as store:
-        spec = Remotes(store.root).get(args.remote)
-        report = push(store, spec, args.versions or None, make_progress(args.quiet))
+        remotes = Remotes(store.root)
+        name, versions = args.remote, list(args.versions)
+        if name is not None and name not in remotes.specs:
+            try:  # `dsfs push v3`: a version, not a remote
+                store.resolve(name)
+            except UnknownVersion:
+                known = ", ".join(sorted(remotes.specs)) or "none"
+                raise UserError(f"no remote or version named {name!r} (remotes: {known}): see "
+                                "`dsfs remote list` and `dsfs log`") from None
+            name, versions = None, [name, *versions]
+        spec = remotes.get(name)
+        report = push(store, spec, versions or None, make_progress(args.quiet))
     if args.json:
         emit_json(report.to_dict())
         return 0
@@ -82,6 +91,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report.to_dict())
         return 0
+    for problem in report.problems:
+        note(args, f"dsfs: warning: {problem}")
     for old, new in sorted(report.renumbered.items()):
         note(args, f"v{old} of this store is now v{new} (the remote's v{old} is another "
                    "store's): `dsfs push` shares it")

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NewType
 
+import blake3
+import msgpack
+
 from vfs.ids import ID_LEN, ChunkId, ObjectId, TreeId
 
 ContentRef = NewType("ContentRef", bytes)
@@ -272,6 +275,14 @@ class Version:
     def repaired_ns(self) -> int:
         """When this record was written by a repair (0 for the record the version began with)."""
         return self.repair.time_ns if self.repair is not None else 0
+
+    @property
+    def identity(self) -> bytes:
+        """What makes this version itself on every store: its tree, time, message and author
+        (a renumbered version keeps it; number, parent and bookkeeping are not part of it)."""
+        return blake3.blake3(msgpack.packb(
+            [self.root_entry.encode(), self.time_ns, self.message, self.author],
+            use_bin_type=True)).digest()
 
     @property
     def precedence(self) -> tuple[int, int]:

@@ -11,10 +11,13 @@ from typing import Protocol
 
 class Progress(Protocol):
     def start(self, label: str, total: int | None, unit: str) -> None:
-        """Begin a phase; `total` is None when it is not known in advance."""
+        """Begin a phase; `total` is None when it is not known in advance. `unit` "bytes"
+        counts bytes (items are files), "bytes/packs" bytes whose items are packs; any other
+        unit is a count of that unit."""
 
     def advance(self, amount: int, items: int = 0) -> None:
-        """Record `amount` units (bytes, objects) and `items` files done."""
+        """Record `amount` units (bytes, objects) and `items` files (or packs) done. May be
+        called from several threads at once (transfers run in parallel)."""
 
     def finish(self) -> None:
         """End the current phase."""

@@ -25,16 +25,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lmdb
+
 from vfs import schema
 from vfs.config import read_config
-from vfs.errors import CorruptData, UserError
+from vfs.errors import CorruptData, DsfsError, UserError
 from vfs.ids import ObjectId, TreeId
 from vfs.locks import flocked
 from vfs.model import Entry, Kind, LostPath, Repair, Version
 from vfs.objects import ObjectWriter
+from vfs.pack import pack_path
 from vfs.progress import NoProgress, Progress
 from vfs.reach import Reachable, content_objects
 from vfs.rebuild import RebuildReport, pack_files, rebuild_index
+from vfs.remote.remotes import Remotes
 from vfs.salvage import SalvagedLog, salvage_log, save_log, saved_log
 from vfs.store import Store
 from vfs.tree import build_tree
@@ -159,6 +163,12 @@ def repair_store(root: Path, read_data: bool = False,
     """Rebuild the index of the store at `root`, then drop every reference to what is gone."""
     progress = progress or NoProgress()
     read_config(root)  # refuse anything that is not a store before writing into it
+    lazy = Remotes(root).lazy()
+    if lazy is not None and _remote_only(root):
+        # a rebuild from the local packs alone would lose every other one
+        raise UserError(f"{root} is a clone: some of its packs are only on remote {lazy.name} "
+                        f"({lazy.url}), so its index cannot be rebuilt from the local ones; "
+                        "`dsfs pull --data` first, or clone again")
     with _no_mount(root):
         # what the old index knows is kept on disk until it is restored: a repair cut short
         # after replacing the index finds it there when run again
@@ -177,6 +187,18 @@ def repair_store(root: Path, read_data: bool = False,
             if found.damaged_objects:
                 _rewrite_versions(store, found, report, progress)
     return report
+
+
+def _remote_only(root: Path) -> bool:
+    """Whether the index names a pack not in STORE/packs (an index that cannot be read: yes,
+    as far as anyone can tell)."""
+    try:
+        with Store.open(root) as store, store.index.read() as txn, \
+                txn.cursor(db=store.index.dbs["packs"]) as cur:
+            return any(not pack_path(store.packs_dir, str(schema.dec_msg(v)["name"])).exists()
+                       for _, v in cur)
+    except (DsfsError, OSError, ValueError, KeyError, TypeError, lmdb.Error):
+        return True
 
 
 def _restore_log(store: Store, salvaged: SalvagedLog, report: RepairReport) -> None:

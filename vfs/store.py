@@ -207,8 +207,27 @@ class Store:
 
     def dropped_numbers(self) -> set[int]:
         """Numbers of dropped versions (they are never handed out again)."""
+        return set(self.dropped_identities())
+
+    def dropped_identities(self) -> dict[int, bytes | None]:
+        """Dropped version numbers and the identity (`Version.identity`) of the version each
+        one was, where the tombstone recorded it (None for tombstones of older dsfs)."""
+        out: dict[int, bytes | None] = {}
         with self.index.read() as txn, txn.cursor(db=self.index.dbs["dropped"]) as cur:
-            return {schema.dec_version_key(k) for k in cur.iternext(keys=True, values=False)}
+            for k, v in cur:
+                try:
+                    ident = schema.dec_msg(bytes(v)).get("identity")
+                except (CorruptData, AttributeError):
+                    ident = None
+                out[schema.dec_version_key(bytes(k))] = bytes(ident) if ident else None
+        return out
+
+    def attach_lazy_remote(self) -> None:
+        """Read missing packs from the store's lazy remote from now on (a pull just made one
+        lazy: the versions it recorded must read in this process too)."""
+        if self.remote is None:
+            self.remote = open_lazy(self.root)
+            self.reader.packs.remote = self.remote
 
     def tags_by_version(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
@@ -368,7 +387,8 @@ class Store:
         def apply(txn: Any) -> None:
             key = schema.version_key(version.number)
             txn.delete(key, db=self.index.dbs["versions"])
-            txn.put(key, schema.enc_msg({"time": now}), db=self.index.dbs["dropped"])
+            txn.put(key, schema.enc_msg({"time": now, "identity": version.identity}),
+                    db=self.index.dbs["dropped"])
 
         self._log_event(RefEvent("drop", version.number, "", now), apply)
         return version

@@ -40,7 +40,7 @@ def test_remote_list_add_remove_and_their_mistakes(tmp_path: Path) -> None:
         (("remote", "remove", "nope"), ("no remote named 'nope'",)),
         (("push",), ("has no remote", "dsfs remote add")),
         (("pull",), ("has no remote",)),
-        (("push", "nope"), ("no remote named 'nope'",)),
+        (("push", "nope"), ("no remote or version named 'nope'",)),
     ]:
         result = dsfs(*args, store=store, check=False)
         assert_one_line_error(result, *words)

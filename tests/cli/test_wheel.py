@@ -1,5 +1,6 @@
 """The shipped artefact works: build the wheel, install it into a fresh virtualenv outside the
-checkout, and use dsfs from there (init, import, verify, mount, read, write, commit, umount).
+checkout, and use dsfs from there (init, import, verify, mount, read, write, commit, umount,
+push, clone, a lazy read).
 
 Every other test runs from the editable checkout, which finds modules a wheel may lack.
 """
@@ -66,7 +67,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_every_command(tmp_path: Path) 
 
     # the installed package, never the checkout, answers imports
     probe = run([venv / "bin" / "python", "-c",
-                 "import json, sys, vfs, daemon, vfs.head.session; "
+                 "import json, sys, vfs, daemon, vfs.head.session, vfs.remote.s3backend; "
                  "print(json.dumps([vfs.__file__, daemon.__file__, sys.path]))"], work, env)
     vfs_file, daemon_file, path = json.loads(probe.stdout)
     site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
@@ -104,3 +105,9 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_every_command(tmp_path: Path) 
     assert run([dsfs, "--store", store, "ls", "v2"], work, env).stdout.split() == [
         "labels.csv", "new.txt", "train/"]
     run([dsfs, "--store", store, "verify", "--read-data"], work, env)
+    remote, clone = f"file://{work / 'remote'}", work / "clone"
+    run([dsfs, "--store", store, "remote", "add", "origin", remote], work, env)
+    run([dsfs, "--store", store, "push"], work, env)
+    run([dsfs, "clone", remote, clone], work, env)
+    assert run([dsfs, "--store", clone, "cat", "v2:new.txt"], work,
+               env).stdout == "written through the mount\n"

@@ -25,22 +25,14 @@ from vfs.remote.remotes import Remotes, RemoteSpec
 from vfs.store import Store
 
 
-class CountingBackend:
-    """A real FileBackend that counts its GETs; `gate`, when set, holds every GET until it is
-    set (to make readers meet a GET in flight)."""
+class WrappedBackend:
+    """A real backend passed through unchanged; tests override one method to count or fail."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.url = inner.url
-        self.gets: list[tuple[str, int, int | None]] = []
-        self.gate: threading.Event | None = None
-        self._lock = threading.Lock()
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
-        with self._lock:
-            self.gets.append((key, start, length))
-        if self.gate is not None:
-            assert self.gate.wait(30), "gate never opened"
         return self.inner.get(key, start, length)
 
     def put(self, key: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
@@ -57,6 +49,24 @@ class CountingBackend:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class CountingBackend(WrappedBackend):
+    """A real FileBackend that counts its GETs; `gate`, when set, holds every GET until it is
+    set (to make readers meet a GET in flight)."""
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner)
+        self.gets: list[tuple[str, int, int | None]] = []
+        self.gate: threading.Event | None = None
+        self._lock = threading.Lock()
+
+    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        with self._lock:
+            self.gets.append((key, start, length))
+        if self.gate is not None:
+            assert self.gate.wait(30), "gate never opened"
+        return self.inner.get(key, start, length)
 
 
 @dataclass

@@ -19,6 +19,8 @@ matches (None: every match):
 
 - "delay": wait `delay_ms` before forwarding.
 - "slowdown": answer 503 SlowDown (S3's XML error) without forwarding.
+- "error": answer `status` with S3's XML error `code` without forwarding (e.g. 409
+  ConditionalRequestConflict, 500 InternalError, 403 AccessDenied).
 - "drop": close the client's connection: `at="request"` before forwarding, `"response"` after
   the upstream server handled the request but before any answer byte, `"headers"` after the
   status line and headers, `"body"` after half of the body.
@@ -36,18 +38,17 @@ import re
 import socket
 import socketserver
 import threading
-import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-                 b"<Message>Please reduce your request rate.</Message>"
-                 b"<RequestId>faultproxy</RequestId></Error>")
+ERROR_BODY = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+              "<Message>injected by the test proxy</Message>"
+              "<RequestId>faultproxy</RequestId></Error>")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
               "proxy-connection", "content-length", "expect"}
-ACTIONS = ("delay", "slowdown", "drop", "flip")
+ACTIONS = ("delay", "slowdown", "error", "drop", "flip")
 DROP_POINTS = ("request", "response", "headers", "body")
 
 
@@ -62,6 +63,8 @@ class Rule:
     delay_ms: int = 0
     at: str = "body"
     offset: int | None = None
+    status: int = 503
+    code: str = "SlowDown"
     hits: int = 0
     """How many requests this rule acted on."""
 
@@ -160,6 +163,9 @@ class FaultProxy:
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._closing = threading.Event()
+        self.connections = 0
+        """How many client connections the proxy accepted (keep-alive reuses one)."""
         proxy = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -206,6 +212,7 @@ class FaultProxy:
                     if (method is None or seen.method == method) and pattern.search(seen.path)]
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
@@ -243,6 +250,7 @@ class FaultProxy:
     def _serve(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.add(sock)
+            self.connections += 1
         try:
             rfile = sock.makefile("rb")
             while True:
@@ -269,15 +277,16 @@ class FaultProxy:
         rule = self._pick(request)
         action = rule.action if rule else None
         seen = self._log(request, rule)
-        if rule and action == "delay":
-            time.sleep(rule.delay_ms / 1000)
+        if rule and action == "delay" and self._closing.wait(rule.delay_ms / 1000):
+            return False  # the proxy is closing
         if rule and action == "drop" and rule.at == "request":
             return False
-        if rule and action == "slowdown":
-            seen.status = 503
-            head = ("HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
-                    f"Content-Length: {len(SLOWDOWN_BODY)}\r\n\r\n").encode()
-            sock.sendall(head + (SLOWDOWN_BODY if request.method != "HEAD" else b""))
+        if rule and action in ("slowdown", "error"):
+            seen.status = rule.status
+            body = ERROR_BODY.format(code=rule.code).encode()
+            head = (f"HTTP/1.1 {rule.status} Injected\r\nContent-Type: application/xml\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            sock.sendall(head + (body if request.method != "HEAD" else b""))
             return True
         try:
             status, reason, headers, body = self._forward(request)

@@ -74,7 +74,9 @@ class MotoServer:
     def start(cls, extra_env: dict[str, str] | None = None) -> MotoServer:
         """Start the server on a free port and wait (up to START_DEADLINE) until it answers.
         `extra_env` configures moto (INITIAL_NO_AUTH_ACTION_COUNT turns its IAM checks on)."""
-        log = Path(tempfile.mkstemp(prefix="dsfs-moto-", suffix=".log")[1])
+        fd, name = tempfile.mkstemp(prefix="dsfs-moto-", suffix=".log")
+        os.close(fd)
+        log = Path(name)
         with open(log, "wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, str(HERE / "motoserver.py")], stdin=subprocess.PIPE,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -240,3 +242,22 @@ def test_s3_url_forms(s3_bucket: str, moto_server: MotoServer) -> None:
     finally:
         whole.close()
         nested.close()
+
+
+def test_subprocess_reaches_the_server(moto_server: MotoServer, s3_bucket: str) -> None:
+    """MotoServer.env() is all a subprocess (`dsfs push`, a mount) needs: credentials and
+    AWS_ENDPOINT_URL, no --endpoint-url."""
+    script = ("import sys\n"
+              "from vfs.remote.backend import open_backend\n"
+              "backend = open_backend(sys.argv[1])\n"
+              "backend.put('k', b'from a subprocess', if_absent=True)\n"
+              "print(backend.get('k').decode())\n")
+    done = subprocess.run([sys.executable, "-c", script, f"s3://{s3_bucket}/sub"],
+                          env=moto_server.env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "from a subprocess\n"
+    backend = S3Backend.from_url(f"s3://{s3_bucket}", endpoint_url=moto_server.endpoint)
+    try:
+        assert backend.get("sub/k") == b"from a subprocess"
+    finally:
+        backend.close()

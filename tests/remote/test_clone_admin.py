@@ -126,7 +126,7 @@ def test_dsfs_cache_shows_and_trims(tmp_path: Path) -> None:
     bad = dsfs(clone.b, "cache", "--trim", "lots")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "not a size" in bad.stderr
-    bad = dsfs(clone.b, "mount", str(tmp_path / "mnt"), "--disk-cache-size", "-1G")
+    bad = dsfs(clone.b, "mount", str(tmp_path / "mnt"), "--cache-size", "-1G")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     plain = dsfs(clone.a, "cache")
     assert plain.returncode == 0 and "not a clone" in plain.stdout
@@ -153,3 +153,31 @@ def test_a_trim_while_another_process_uses_the_cache_is_refused(tmp_path: Path) 
         out = dsfs(clone.b, "cache", "--trim", "0")
         assert out.returncode == 7 and "in use by another process" in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_repair_refuses_a_clone_and_changes_nothing(tmp_path: Path) -> None:
+    from vfs.errors import UserError
+    from vfs.repair import repair_store
+
+    clone = make_clone(tmp_path, count=2)
+    index = (clone.b / "index" / "data.mdb").read_bytes()
+    with pytest.raises(UserError, match="is a clone"):
+        repair_store(clone.b)
+    assert (clone.b / "index" / "data.mdb").read_bytes() == index
+    with Store.open(clone.b) as store:
+        assert verify_store(store, read_data=True).ok
+
+
+def test_repair_runs_on_a_clone_whose_packs_are_all_local(tmp_path: Path) -> None:
+    from vfs.repair import repair_store
+
+    clone = make_clone(tmp_path, count=2)
+    for name in clone.packs:  # what `dsfs pull --data` does: every pack brought home
+        dest = clone.b / "packs" / name[:2] / name
+        dest.parent.mkdir(exist_ok=True)
+        dest.write_bytes(clone.pack_file(name).read_bytes())
+    report = repair_store(clone.b)
+    assert not report.lost
+    with Store.open(clone.b) as store:
+        assert verify_store(store, read_data=True).ok
+        assert store.remote is not None and not store.remote.connected

@@ -46,6 +46,9 @@ def test_spans_add_remove_cover() -> None:
     assert s.ranges() == [(0, 5), (25, 30)]
     assert s.covers(0, 5) and not s.covers(0, 6) and s.covers(26, 30)
     assert s.overlaps(4, 6) and not s.overlaps(5, 25) and s.overlaps(24, 26)
+    assert s.next_at(5) == 25 and s.next_at(2) == 2 and s.next_at(30) is None
+    assert s.covered_to(2) == 5 and s.covered_to(5) == 5 and s.covered_to(26) == 30
+    assert s.end_before(20) == 5 and s.end_before(27) == 27 and s.end_before(0) == 0
     s.add(3, 27)
     assert s.ranges() == [(0, 30)] and s.total() == 30
     s.remove(0, 30)

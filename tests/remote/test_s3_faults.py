@@ -11,7 +11,12 @@ import pytest
 from tests.remote.conftest import FAST
 from tests.remote.faultproxy import DROP_POINTS, FaultProxy, Rule
 from tests.remote.s3util import MotoServer
-from vfs.remote.backend import RemoteConfigError, RemoteKeyExists, RemoteUnavailable
+from vfs.remote.backend import (
+    RemoteConfigError,
+    RemoteError,
+    RemoteKeyExists,
+    RemoteUnavailable,
+)
 from vfs.remote.s3backend import RetryPolicy, S3Backend
 
 DATA = bytes(range(256)) * 64  # 16 KiB
@@ -49,6 +54,21 @@ def test_proxy_passes_everything_through(proxied: S3Backend, fault_proxy: FaultP
     assert fault_proxy.count("DELETE", r"/p/obj$") == 1
 
 
+def test_connections_are_kept_alive(proxied: S3Backend, fault_proxy: FaultProxy) -> None:
+    """One thread's requests reuse one connection, also after an error answer; a dropped
+    connection costs one new one."""
+    proxied.put("obj", DATA)
+    for n in range(10):
+        assert proxied.get("obj", n, 10) == DATA[n:n + 10]
+    assert proxied.stat("missing") is None
+    fault_proxy.add(Rule("GET", r"/p/obj$", "slowdown", times=1))
+    assert proxied.get("obj") == DATA
+    assert fault_proxy.connections == 1
+    fault_proxy.add(Rule("GET", r"/p/obj$", "drop", at="headers", times=1))
+    assert proxied.get("obj") == DATA
+    assert fault_proxy.connections == 2
+
+
 def test_ranged_get_is_one_request(proxied: S3Backend, fault_proxy: FaultProxy) -> None:
     proxied.put("packs/ab/pack", DATA)
     fault_proxy.clear()
@@ -84,6 +104,57 @@ def test_persistent_slowdown_gives_up(proxied: S3Backend, fault_proxy: FaultProx
                                    f"{label} after {FAST.attempts} tries: retry later")
         # exactly the policy's tries: botocore does not retry on its own
         assert fault_proxy.count() == FAST.attempts
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (500, "InternalError"), (502, "BadGateway"), (503, "ServiceUnavailable"),
+    (504, "GatewayTimeout"), (503, "SlowDown"), (400, "RequestTimeout"),
+    (429, "TooManyRequests"), (400, "ThrottlingException"),
+])
+def test_transient_errors_are_retried(proxied: S3Backend, fault_proxy: FaultProxy,
+                                      status: int, code: str) -> None:
+    proxied.put("obj", DATA)
+    rule = fault_proxy.add(Rule("GET", r"/p/obj$", "error", status=status, code=code, times=3))
+    assert proxied.get("obj", 5, 5) == DATA[5:10]
+    assert rule.hits == 3 and fault_proxy.count("GET", r"/p/obj$") == 4
+
+
+def test_conditional_conflict_is_retried(proxied: S3Backend, fault_proxy: FaultProxy) -> None:
+    """409 ConditionalRequestConflict: another conditional write was under way; try again."""
+    rule = fault_proxy.add(Rule("PUT", r"/p/claim$", "error", status=409,
+                                code="ConditionalRequestConflict", times=1))
+    proxied.put("claim", b"mine", if_absent=True)
+    assert rule.hits == 1 and fault_proxy.count("PUT", r"/p/claim$") == 2
+    fault_proxy.add(Rule("PUT", r"/p/claim$", "error", status=409,
+                         code="ConditionalRequestConflict", times=1))
+    with pytest.raises(RemoteKeyExists):
+        proxied.put("claim", b"theirs", if_absent=True)
+    assert proxied.get("claim") == b"mine"
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (403, "AccessDenied"), (400, "InvalidArgument"), (400, "ExpiredToken"),
+    (403, "InvalidAccessKeyId"), (501, "NotImplemented"),
+])
+def test_other_errors_are_not_retried(proxied: S3Backend, fault_proxy: FaultProxy,
+                                      status: int, code: str) -> None:
+    proxied.put("obj", DATA)
+    fault_proxy.add(Rule("GET", r"/p/obj$", "error", status=status, code=code, times=None))
+    with pytest.raises((RemoteConfigError, RemoteError)) as info:
+        proxied.get("obj")
+    one_line(str(info.value))
+    assert str(info.value).startswith(f"remote {proxied.url}: ")
+    assert fault_proxy.count("GET", r"/p/obj$") == 1
+    if code == "ExpiredToken":
+        assert "session token has expired" in str(info.value)
+
+
+@pytest.mark.parametrize("endpoint", ["not a url", "http://[::1", "localhost:9000"])
+def test_bad_endpoint_url(s3_env: dict[str, str], endpoint: str) -> None:
+    with pytest.raises(RemoteConfigError) as info:
+        S3Backend.from_url("s3://some-bucket", endpoint_url=endpoint)
+    assert str(info.value) == ("remote s3://some-bucket: bad endpoint URL: use "
+                               "http(s)://HOST[:PORT]")
 
 
 @pytest.mark.parametrize("at", DROP_POINTS)
@@ -145,14 +216,17 @@ def test_delay_is_waited_for(proxied: S3Backend, fault_proxy: FaultProxy) -> Non
 
 
 def test_read_timeout_is_retried(s3_bucket: str, fault_proxy: FaultProxy) -> None:
-    policy = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, read_timeout=0.3)
+    """The first GET hangs for longer than the read timeout; a later try answers. (Without
+    the timeout, the one GET would wait and succeed.)"""
+    policy = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.02, read_timeout=1.0)
     backend = S3Backend.from_url(f"s3://{s3_bucket}/p", endpoint_url=fault_proxy.endpoint,
                                  retry=policy)
     try:
         backend.put("obj", DATA)
-        fault_proxy.add(Rule("GET", r"/p/obj$", "delay", delay_ms=1500, times=1))
+        rule = fault_proxy.add(Rule("GET", r"/p/obj$", "delay", delay_ms=4000, times=1))
         assert backend.get("obj") == DATA
-        assert fault_proxy.count("GET", r"/p/obj$") == 2
+        assert rule.hits == 1
+        assert fault_proxy.count("GET", r"/p/obj$") >= 2
     finally:
         backend.close()
 
@@ -166,6 +240,16 @@ def test_flipped_byte_reaches_the_caller(proxied: S3Backend, fault_proxy: FaultP
     assert got != DATA[100:110]
     assert got[3] == DATA[103] ^ 0xFF and got[:3] + got[4:] == DATA[100:103] + DATA[104:110]
     assert proxied.get("obj", 100, 10) == DATA[100:110]
+
+
+def test_flipped_byte_in_a_whole_object_is_fetched_again(proxied: S3Backend,
+                                                         fault_proxy: FaultProxy) -> None:
+    """A whole object is checked against the checksum S3 keeps for it (CRC32, sent by
+    botocore with the PUT)."""
+    proxied.put("obj", DATA)
+    rule = fault_proxy.add(Rule("GET", r"/p/obj$", "flip", times=2))
+    assert proxied.get("obj") == DATA
+    assert rule.hits == 2 and fault_proxy.count("GET", r"/p/obj$") == 3
 
 
 # --- configurations that cannot work ------------------------------------------------------
@@ -250,3 +334,15 @@ def test_malformed_url(url: str) -> None:
     one_line(str(info.value))
     assert "s3://BUCKET[/PREFIX]" in str(info.value) or "not a valid S3 bucket" in str(
         info.value)
+
+
+def test_retry_policy_backoff() -> None:
+    policy = RetryPolicy()
+    assert (policy.attempts, policy.base_delay, policy.max_delay) == (6, 0.2, 5.0)
+    for failed, full in ((1, 0.2), (2, 0.4), (3, 0.8), (5, 3.2), (6, 5.0), (30, 5.0)):
+        waits = [policy.delay(failed) for _ in range(50)]
+        assert all(full / 2 <= w <= full for w in waits), (failed, waits)
+        assert len(set(waits)) > 1  # jitter
+    for bad in ((0, 0.1, 1.0), (3, -1.0, 1.0), (3, 2.0, 1.0)):
+        with pytest.raises(ValueError):
+            RetryPolicy(*bad)

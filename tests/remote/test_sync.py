@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.remote.cloneutil import WrappedBackend
 from tests.treeutil import tree_digest
 from vfs.errors import UserError
 from vfs.exporter import export_version
 from vfs.importer import import_tree
 from vfs.remote import layout
-from vfs.remote.backend import Backend, RemoteObject, RemoteUnavailable, open_backend
+from vfs.remote.backend import Backend, RemoteUnavailable, open_backend
 from vfs.remote.clone import clone
 from vfs.remote.footer import read_remote_footer
 from vfs.remote.pull import pull
@@ -131,32 +132,18 @@ def test_push_sends_each_chunk_once_and_a_second_push_sends_nothing(
     assert again.pushed == [] and again.packs_uploaded == 0 and again.bytes_uploaded == 0
 
 
-class _FailAfter:
+class _FailAfter(WrappedBackend):
     """A backend that drops the connection for good after `puts` successful PUTs."""
 
     def __init__(self, inner: Backend, puts: int) -> None:
-        self.inner, self.left, self.url = inner, puts, inner.url
-
-    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
-        return self.inner.get(key, start, length)
+        super().__init__(inner)
+        self.left = puts
 
     def put(self, key: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
         if self.left <= 0:
             raise RemoteUnavailable(f"remote {self.url}: connection lost")
         self.left -= 1
         self.inner.put(key, data, if_absent=if_absent)
-
-    def list(self, prefix: str) -> Iterator[RemoteObject]:
-        return self.inner.list(prefix)
-
-    def stat(self, key: str) -> RemoteObject | None:
-        return self.inner.stat(key)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_an_interrupted_push_shows_no_partial_version_and_a_rerun_completes_it(

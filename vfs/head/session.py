@@ -121,20 +121,26 @@ def head_in_use(root: Path) -> bool:
     return False
 
 
-def _finish_renumbering(store: Store, db: HeadDB) -> None:
-    """A `dsfs pull` that renumbered @head's base records the old number as `base_was` before
-    it changes the index and clears it after (vfs.remote.pull). Found set, the pull stopped in
-    between: the new number exists only if the index changed; otherwise @head's changes are
-    still on the old number."""
+def finish_renumbering(store: Store, db: HeadDB) -> None:
+    """A `dsfs pull` that renumbers @head's base records the old number (`base_was`) and the
+    version's identity before it changes the index, and clears both after (vfs.remote.pull).
+    Found set, that pull stopped in between: @head's base is whichever of the two numbers now
+    holds that very version (the index changed, or it did not)."""
     was = db.meta("base_was")
     if was is None:
         return
+    identity = db.meta("base_identity")
     number = db.meta("base")
-    try:
-        store.version(int(number))
-    except (UnknownVersion, TypeError, ValueError):
-        db.set_meta("base", int(was))
-    db.set_meta("base_was", None)
+    for candidate in (number, was):
+        try:
+            if candidate is not None and store.version(int(candidate)).identity == identity:
+                db.set_meta("base", int(candidate))
+                break
+        except UnknownVersion:
+            continue
+    with db.txn():
+        db.set_meta("base_was", None)
+        db.set_meta("base_identity", None)
     db.sync()
 
 
@@ -150,7 +156,7 @@ def open_head(store: Store) -> HeadSession:
     try:
         db = open_head_db(store.root / "head")
         overlays = Overlays(store.root / "head" / "data")
-        _finish_renumbering(store, db)
+        finish_renumbering(store, db)
         number = db.meta("base")
         base: Version | None = None
         if number is not None and int(number) == 0 and db.node(HEAD_ROOT) is not None:

@@ -52,6 +52,7 @@ def verify_remote(view: RemoteView, read_data: bool = False,
     report.objects = len(objects.where)
     for _name, problem in sorted(objects.bad_packs.items()):
         report.problems.append(problem)
+    report.problems += [problem for _, problem in sorted(view.damaged.items())]
     for n in live_claims(view):
         claim = view.claims[n]
         report.versions += 1
@@ -77,7 +78,8 @@ def verify_remote(view: RemoteView, read_data: bool = False,
 def _read_every_pack(view: RemoteView, objects: RemoteObjects, progress: Progress,
                      report: RemoteCheck) -> None:
     names = sorted(n for n in view.packs if n not in objects.bad_packs)
-    progress.start("remote: reading every pack", sum(view.packs[n] for n in names), "bytes")
+    progress.start("remote: reading every pack", sum(view.packs[n] for n in names),
+                   "bytes/packs")
 
     def check(name: str) -> tuple[int, list[str]]:
         what = f"pack {name[:12]} on {view.backend.url}"

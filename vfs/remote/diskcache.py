@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vfs.errors import StoreLocked
+from vfs.errors import DsfsError, StoreLocked
 from vfs.fsutil import atomic_write
 from vfs.remote.spans import Spans
 
@@ -241,23 +241,31 @@ class PackCache:
 
     def read(self, name: str, start: int, end: int) -> bytes | None:
         """[start, end) of a pack if the cache holds all of it (unverified: check it)."""
+        data, whole = self.read_head(name, start, end)
+        return data if whole else None
+
+    def read_head(self, name: str, start: int, end: int) -> tuple[bytes, bool]:
+        """What the cache holds of [start, end) of a pack from `start` on, and whether that is
+        all of it (unverified: check it)."""
         if self._lock_fd is None:
-            return None
+            return b"", False
         with self._lock:
             spans = self._present.get(name)
-            if spans is None or not spans.covers(start, end):
-                return None
-            for seg in range(start // SEGMENT, (end - 1) // SEGMENT + 1):
+            upto = min(end, spans.covered_to(start)) if spans is not None else start
+            if upto <= start:
+                return b"", False
+            for seg in range(start // SEGMENT, (upto - 1) // SEGMENT + 1):
                 if (name, seg) in self._lru:
                     self._lru.move_to_end((name, seg))
-        try:
+        try:  # a cache file that cannot be read is a miss (the remote has the bytes)
             fd = os.open(self.path(name), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            return os.pread(fd, end - start, start)
-        finally:
-            os.close(fd)
+            try:
+                data = os.pread(fd, upto - start, start)
+            finally:
+                os.close(fd)
+        except OSError:
+            return b"", False
+        return data, upto == end and len(data) == end - start
 
     def next_present(self, name: str, pos: int) -> int | None:
         """Where the cache next holds bytes of a pack at or after `pos` (None: nowhere)."""
@@ -267,8 +275,19 @@ class PackCache:
             spans = self._present.get(name)
             return None if spans is None else spans.next_at(pos)
 
+    def present_end_before(self, name: str, pos: int) -> int:
+        """Where the last bytes the cache holds of a pack before `pos` end (at most `pos`;
+        0: none)."""
+        if self._lock_fd is None:
+            return 0
+        with self._lock:
+            spans = self._present.get(name)
+            return 0 if spans is None else spans.end_before(pos)
+
     def writable(self) -> bool:
         """Whether this process may write the cache (taking it if it can)."""
+        if self._lock_fd is not None:
+            return True  # never given up while open: no need to wait for a write
         with self._io:
             return self._own()
 
@@ -400,14 +419,19 @@ class PackCache:
         try:
             punch_hole(fd, start, length)
             blocks = os.fstat(fd).st_blocks * 512
+        except OSError:  # no hole punching here (EOPNOTSUPP), or EIO: the whole file goes
+            blocks = -1
         finally:
             os.close(fd)
+        if blocks < 0:
+            self._remove_file(name)
+            return
         with self._lock:
             self._alloc[name] = blocks
             self._dirty = True
 
     def _remove_file(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(self.path(name))
         with self._lock:
             self._alloc.pop(name, None)
@@ -428,7 +452,7 @@ class PackCache:
             self._dirty = False
         counters = {k: self._base.get(k, 0) + v for k, v in self.counters.items()}
         data = {"bound": self.bound, "packs": names, "lru": lru, "counters": counters}
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, DsfsError):  # a full disk: only the order is lost
             atomic_write(self.root / STATE, json.dumps(data).encode())
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from vfs.errors import UserError
-from vfs.fsutil import fsync_dir
+from vfs.fsutil import fsync_dir, write_all
 from vfs.remote.backend import (
     RemoteConfigError,
     RemoteError,
@@ -79,9 +79,7 @@ class FileBackend:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -23,7 +23,7 @@ from vfs.reach import walk_versions
 from vfs.remote import layout
 from vfs.remote.check import live_claims
 from vfs.remote.objects import RemoteObjects
-from vfs.remote.session import RemoteView
+from vfs.remote.session import RemoteView, read_remote
 
 DEFAULT_GRACE_S = 3600.0
 
@@ -52,6 +52,10 @@ def gc_remote(view: RemoteView, grace_s: float = DEFAULT_GRACE_S, dry_run: bool 
     progress = progress or NoProgress()
     backend = view.backend
     report = RemoteGcReport(backend.url, dry_run)
+    if view.damaged:
+        n, problem = next(iter(sorted(view.damaged.items())))
+        raise UserError(f"{problem}: gc cannot tell what v{n} needs, so nothing was deleted; "
+                        "see `dsfs verify --remote`")
     objects = RemoteObjects(view)
     objects.load(progress)
     live: set[str] = set()
@@ -86,9 +90,17 @@ def gc_remote(view: RemoteView, grace_s: float = DEFAULT_GRACE_S, dry_run: bool 
         else:
             report.deleted.append(name)
             report.bytes_freed += size
-            if not dry_run:
-                backend.delete(layout.pack_key(name))
-                backend.delete(layout.trash_key(name))
+    if report.deleted and not dry_run:
+        # a push may have claimed a version needing one of them since the walk: look again
+        fresh = read_remote(backend, known_claims=view.claims)
+        live.update(p for n in live_claims(fresh) for p in fresh.claims[n].packs)
+        for name in list(report.deleted):
+            if name in live or backend.stat(layout.trash_key(name)) is None:
+                report.deleted.remove(name)  # needed again, or a push took its mark away
+                report.bytes_freed -= view.packs[name]
+                continue
+            backend.delete(layout.pack_key(name))
+            backend.delete(layout.trash_key(name))
     if not dry_run:
         for name in marks:  # marks of packs needed again, or already gone
             if name in live or name not in view.packs:

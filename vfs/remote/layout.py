@@ -168,5 +168,4 @@ def decode_event(raw: bytes, what: str) -> RefEvent:
 def same_version(a: Version, b: Version) -> bool:
     """Whether two records describe the same version (a renumbered one keeps everything but
     its number and parent)."""
-    return (a.root_entry.encode() == b.root_entry.encode() and a.time_ns == b.time_ns
-            and a.message == b.message and a.author == b.author)
+    return a.identity == b.identity

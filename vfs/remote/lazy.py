@@ -7,11 +7,12 @@ their check. Never imports: daemon, trio, pyfuse3. Thread-safe: the mount's work
 call `read` at once; its lock is a leaf, never held across I/O.
 
 A record missing from the cache is one ranged GET, widened to 4 KiB blocks. A reader that
-moves through a pack in order (a record starting where one of the last reads of that pack
-ended, give or take the window) gets a read-ahead window with each further miss, doubling from
-FIRST_WINDOW to MAX_WINDOW (at most an eighth of the cache's bound), cut short where the cache
-holds bytes already: a cold `tar` of a version, which reads records in pack order, makes a few
-GETs of several MiB per pack. Concurrent readers
+moves through a pack in order (a record starting near where one of the last reads of that pack
+ended) gets a read-ahead window with each further miss, doubling from FIRST_WINDOW to
+MAX_WINDOW (at most an eighth of the cache's bound), cut short where the cache holds bytes
+already, and starting where the run had got to when the chunks before it are not fetched yet:
+a cold `tar` of a version, which reads records in pack order, makes a few GETs of several MiB
+per pack, and so does one big file read through the mount's prefetch threads. Concurrent readers
 of a range already being fetched (the mount's prefetch threads) wait for that GET instead of
 making their own.
 
@@ -46,9 +47,10 @@ log = logging.getLogger("dsfs.remote")
 
 FIRST_WINDOW = 512 << 10
 MAX_WINDOW = 8 << 20
-NEAR = 1 << 20
-"""A record starting up to this far (or the current window) past the end of one of the last
-reads of its pack is read sequentially."""
+NEAR = 4 << 20
+"""A record starting up to this far (or twice the current window) from the end of one of the
+last reads of its pack is read sequentially (a reader's prefetch asks for up to 8 chunks
+ahead of it at once, 4 MiB of 512 KiB chunks)."""
 _ENDS = 8
 _STREAMS = 256
 
@@ -105,44 +107,68 @@ class RemotePacks:
     def read(self, name: str, offset: int, oid: ObjectId, kind: ObjType, plain_len: int,
              stored_len: int) -> bytes:
         end = offset + REC_HEADER.size + stored_len
-        sequential = self._note(name, offset, end)
-        cached = self.cache.read(name, offset, end)
-        if cached is not None:
+        front, near = self._note(name, offset, end)
+        cached, whole = self.cache.read_head(name, offset, end)
+        if whole:
             try:
                 plain = _check(cached, oid, kind, plain_len)
             except CorruptData as exc:
-                log.warning("cached %s failed its check (%s): fetching it again", short(oid), exc)
-                self.cache.drop(name, offset, end)
-                self._count("refetched")
-                sequential = False
-            else:
-                self._count("hits")
-                return plain
+                return self._again(name, offset, end, oid, kind, plain_len, exc)
+            self._count("hits")
+            return plain
         self._count("misses")
-        data = self._fetch(name, offset, end, self._window(name, sequential), oid)
+        ahead = 0 if front is None and near else self._window(name, front is not None)
+        # the head of a record that a read-ahead window ended in is in the cache: fetch the rest
+        data = cached + self._fetch(name, offset + len(cached), end, ahead, oid,
+                                    front if ahead else None)
         try:
             return _check(data, oid, kind, plain_len)
         except CorruptData as exc:
+            if cached:
+                return self._again(name, offset, end, oid, kind, plain_len, exc)
             self.cache.drop(name, offset, end)
-            raise CorruptData(f"{exc} (pack {name[:12]} offset {offset}, as read from remote "
-                              f"{self.spec.name} {self.spec.url})", oid) from None
+            raise self._damaged(exc, name, offset, oid) from None
 
-    def _note(self, name: str, offset: int, end: int) -> bool:
-        """Record a read of [offset, end) of a pack; whether it continues a sequential run."""
+    def _again(self, name: str, offset: int, end: int, oid: ObjectId, kind: ObjType,
+               plain_len: int, exc: CorruptData) -> bytes:
+        """A record read from the cache (in whole or in part) failed: drop it there and fetch
+        it whole, once, fresh."""
+        log.warning("cached %s failed its check (%s): fetching it again", short(oid), exc)
+        self.cache.drop(name, offset, end)
+        self._count("refetched")
+        data = self._fetch(name, offset, end, 0, oid)
+        try:
+            return _check(data, oid, kind, plain_len)
+        except CorruptData as again:
+            self.cache.drop(name, offset, end)
+            raise self._damaged(again, name, offset, oid) from None
+
+    def _damaged(self, exc: CorruptData, name: str, offset: int, oid: ObjectId) -> CorruptData:
+        return CorruptData(f"{exc} (pack {name[:12]} offset {offset}, as read from remote "
+                           f"{self.spec.name} {self.spec.url})", oid)
+
+    def _note(self, name: str, offset: int, end: int) -> tuple[int | None, bool]:
+        """Record a read of [offset, end) of a pack. Returns where a sequential run had got to
+        when this read continues it (it starts at most `reach` past where a recent read
+        ended), else None; and whether it lies that near behind (the chunks a reader's prefetch
+        asks for at once arrive in any order: those behind neither grow nor reset the run)."""
         with self._lock:
             stream = self._streams.pop(name, None) or _Stream()
             self._streams[name] = stream
             if len(self._streams) > _STREAMS:
                 self._streams.popitem(last=False)
-            reach = max(NEAR, stream.window)
-            sequential = any(e <= offset <= e + reach for e in stream.ends)
+            reach = max(NEAR, 2 * stream.window)
+            ahead = any(e <= offset <= e + reach for e in stream.ends)
+            near = ahead or any(e - reach <= offset <= e for e in stream.ends)
+            front = max(stream.ends) if ahead else None
             stream.ends.append(end)
             del stream.ends[:-_ENDS]
-            return sequential
+            return front, near
 
-    def _window(self, name: str, sequential: bool) -> int:
-        """Bytes to read past a missing record: grows while a pack is read in order."""
-        if not sequential or not self.cache.writable():
+    def _window(self, name: str, grow: bool) -> int:
+        """Bytes to read past a missing record: grows while a pack is read in order, back to
+        none when a read lands far from the run."""
+        if not grow or not self.cache.writable():
             window = 0
         else:
             limit = min(MAX_WINDOW, self.cache.bound // 8)
@@ -158,28 +184,62 @@ class RemotePacks:
                 stream.window = window
         return window
 
-    def _fetch(self, name: str, start: int, end: int, ahead: int, oid: ObjectId) -> bytes:
-        """Fresh bytes [start, end) of a pack (plus `ahead` bytes read into the cache): one
-        GET, or the GET in flight that covers them."""
-        lo = start - start % BLOCK
-        hi = -(-(end + ahead) // BLOCK) * BLOCK
+    def _fetch(self, name: str, start: int, end: int, ahead: int, oid: ObjectId,
+               front: int | None = None) -> bytes:
+        """Fresh bytes [start, end) of a pack (plus `ahead` bytes read into the cache): from
+        the GETs in flight that cover them, else one GET of what no GET in flight covers
+        (waiting for those that fetch the record's head already).
+
+        A record past `front` (where a sequential run had got to) fetches up to `ahead` bytes
+        of the gap before it too, from where the cache or a GET in flight stops: the chunks a
+        reader's prefetch asks for at once arrive in any order, and the first to come is often
+        the last of them."""
+        lo = _down(start)
+        least = _up(end)
+        hi = _up(end + ahead)
         if ahead:  # read ahead only up to what the cache holds already
             cached = self.cache.next_present(name, end)
             if cached is not None and cached < hi:
-                hi = max(-(-end // BLOCK) * BLOCK, cached - cached % BLOCK)
+                hi = max(least, _down(cached))
+        gap: int | None = None
+        if front is not None and front < lo:
+            gap = _down(max(front, start - ahead, self.cache.present_end_before(name, start)))
+        chain: list[_Flight] = []
         with self._lock:
             flights = self._flights.setdefault(name, [])
-            flight = next((f for f in flights if f.start <= start and end <= f.end), None)
-            leader = flight is None
-            if flight is None:
+            pos = start
+            while pos < end:
+                found = next((f for f in flights if f.start <= pos < f.end), None)
+                if found is None:
+                    break
+                chain.append(found)
+                pos = found.end
+            flight: _Flight | None = None
+            if chain:
+                self.shared += 1
+            if pos < end:
+                if chain:
+                    lo = pos
+                elif gap is not None:
+                    for f in flights:  # nor what a GET in flight before us fetches
+                        if f.start < start:
+                            gap = max(gap, f.end)
+                    lo = min(lo, gap)
+                for f in flights:  # nor what a GET in flight after us fetches
+                    if lo < f.start < hi:
+                        hi = max(least, f.start)
                 flight = _Flight(lo, hi)
                 flights.append(flight)
-            else:
-                self.shared += 1
-        if leader:
+        if flight is not None:
             self._lead(name, flight, oid)
-        data = flight.done.result()
-        return data[start - flight.start:end - flight.start]
+            chain.append(flight)
+        parts: list[bytes] = []
+        pos = start
+        for f in chain:
+            piece = f.done.result()[pos - f.start:min(end, f.end) - f.start]
+            parts.append(piece)
+            pos += len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _lead(self, name: str, flight: _Flight, oid: ObjectId) -> None:
         try:
@@ -192,7 +252,10 @@ class RemotePacks:
             self._count("gets")
             self._count("bytes_fetched", len(data))
             if data:
-                self.cache.store(name, flight.start, data)  # before the flight ends
+                try:
+                    self.cache.store(name, flight.start, data)  # before the flight ends
+                except OSError as exc:  # a cache that cannot be written is no cache
+                    log.warning("cannot write the cache of pack %s: %s", name[:12], exc)
         except BaseException as exc:
             flight.done.set_exception(exc)
         else:
@@ -213,6 +276,14 @@ class RemotePacks:
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None
+
+
+def _down(n: int) -> int:
+    return n - n % BLOCK
+
+
+def _up(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
 
 
 def _check(data: bytes, oid: ObjectId, kind: ObjType, plain_len: int) -> bytes:

@@ -30,8 +30,11 @@ from typing import Any
 from vfs import schema
 from vfs.errors import HeadBusy, UserError
 from vfs.fsutil import fsync_dir
+from vfs.head.session import finish_renumbering
+from vfs.head.state import recorded_base
 from vfs.ids import ObjType, PackName
-from vfs.model import Version
+from vfs.locks import flocked
+from vfs.model import RefEvent, Version
 from vfs.objects import register_pack
 from vfs.pack import SealedPack, pack_path
 from vfs.progress import NoProgress, Progress
@@ -55,6 +58,7 @@ class PullReport:
     packs_registered: int = 0
     packs_downloaded: int = 0
     bytes_downloaded: int = 0
+    problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {"remote": self.remote, "new_versions": [f"v{n}" for n in self.new_versions],
@@ -63,7 +67,7 @@ class PullReport:
                 "tags_set": {k: f"v{v}" for k, v in sorted(self.tags.items())},
                 "packs_registered": self.packs_registered,
                 "packs_downloaded": self.packs_downloaded,
-                "bytes_downloaded": self.bytes_downloaded}
+                "bytes_downloaded": self.bytes_downloaded, "problems": self.problems}
 
 
 def known_pack_names(store: Store) -> set[str]:
@@ -71,10 +75,19 @@ def known_pack_names(store: Store) -> set[str]:
         return {bytes(k).decode() for k in cur.iternext(keys=True, values=False)}
 
 
+def wanted_packs(view: RemoteView) -> set[str]:
+    """Packs the remote's live versions need (orphans of interrupted pushes and packs gc
+    marked are left out: an object indexed there could vanish with them)."""
+    dropped = view.dropped()
+    return {p for n, c in view.claims.items() if n not in dropped for p in c.packs}
+
+
 def register_remote_packs(store: Store, view: RemoteView, progress: Progress) -> int:
-    """Index every pack of the remote this store does not know, from its footer alone."""
+    """Index the packs the remote's versions need that this store does not know, from their
+    footers alone. Runs under the store's writer lock (no local gc forgets them before the
+    versions that need them are recorded)."""
     known = known_pack_names(store)
-    todo = sorted(n for n in view.packs if n not in known)
+    todo = sorted(n for n in wanted_packs(view) if n not in known and n in view.packs)
     if not todo:
         return 0
     progress.start(f"pull: indexing {len(todo)} packs", len(todo), "packs")
@@ -85,11 +98,14 @@ def register_remote_packs(store: Store, view: RemoteView, progress: Progress) ->
         return SealedPack(PackName(name), view.packs[name], records)
 
     sealed = parallel(todo, footer)
+    done = 0
     with store.index.write() as txn:
         for pack in sealed:
-            register_pack(store.index, txn, pack)  # objects already indexed keep their place
+            if txn.get(pack.name.encode(), db=store.index.dbs["packnames"]) is None:
+                register_pack(store.index, txn, pack)  # indexed objects keep their place
+                done += 1
     progress.finish()
-    return len(sealed)
+    return done
 
 
 def plan_renumbering(local: dict[int, Version], view: RemoteView,
@@ -107,18 +123,23 @@ def plan_renumbering(local: dict[int, Version], view: RemoteView,
 
 
 def pull(store: Store, spec: RemoteSpec, data: list[str] | None = None,
-         progress: Progress | None = None) -> PullReport:
+         progress: Progress | None = None, renumber: bool = True) -> PullReport:
     """Pull versions, drops and tags; with `data` (version specs, [] = every version) also
-    fetch the packs those versions need, so they read without the remote."""
+    fetch the packs those versions need, so they read without the remote. With `renumber`
+    False (a running mount's pull) a pull that would renumber this store's versions fails."""
     progress = progress or NoProgress()
     backend = spec.open()
     report = PullReport(backend.url)
     try:
-        view = read_remote(backend)
-        _make_lazy(store, spec)
-        report.packs_registered = register_remote_packs(store, view, progress)
-        with store.writer_lock(), store.numbering_lock():
-            _record(store, view, report)
+        with flocked(store.root / "locks" / "pull.lock", exclusive=True, wait=True,
+                     busy_message=""):
+            view = read_remote(backend)
+            _make_lazy(store, spec)
+            store.attach_lazy_remote()
+            with store.writer_lock():
+                report.packs_registered = register_remote_packs(store, view, progress)
+                with store.numbering_lock():
+                    _record(store, view, report, renumber)
         if data is not None:
             numbers = ([store.resolve(s).number for s in data] if data
                        else [v.number for v in store.versions()])
@@ -139,44 +160,70 @@ def _make_lazy(store: Store, spec: RemoteSpec) -> None:
         remotes.save()
 
 
-def _record(store: Store, view: RemoteView, report: PullReport) -> None:
+def _record(store: Store, view: RemoteView, report: PullReport, renumber: bool) -> None:
     local = {v.number: v for v in store.versions()}
     dropped = store.dropped_numbers()
     mapping = plan_renumbering(local, view, dropped)
+    if mapping and not renumber:
+        first = min(mapping)
+        raise HeadBusy(f"v{first} of this store lost its number to another store's version: "
+                       "unmount, then `dsfs pull` (it renumbers this store's unpushed versions)"
+                       " and `dsfs push`")
     report.renumbered = mapping
+    missing = {n: [p for p in c.packs if p not in view.packs] for n, c in view.claims.items()}
+    report.problems = [f"v{n} on the remote lacks {len(m)} of its packs (first: {m[0][:12]}): "
+                       "it was not pulled; see `dsfs verify --remote`"
+                       for n, m in sorted(missing.items()) if m]
     remote_dropped = view.dropped()
-    new = sorted(n for n, c in view.claims.items()
-                 if n not in remote_dropped
-                 and (n in mapping or n not in local)
-                 and not (n in dropped and c.store_id == store.config.store_id))
+    # a number dropped here stays dropped here: it is never handed out again, so another
+    # store's version under it cannot be recorded without a rebuild reviving the drop
+    new = sorted(n for n in view.claims
+                 if n not in remote_dropped and not missing[n] and n not in dropped
+                 and (n in mapping or n not in local))
     report.new_versions = new
-    report.dropped = sorted(n for n in remote_dropped if n in local and n not in mapping)
-    remote_tags = {name: n for name, n in view.tags().items()}
+    after = {n for n in local if n not in mapping} | set(mapping.values()) | set(new)
+    base = recorded_base(store.root / "head")
+    report.dropped = sorted(n for n in remote_dropped
+                            if n in local and n not in mapping and n != base
+                            and same_version(view.claims[n].version, local[n]))
+    after -= set(report.dropped)
+    remote_tags = view.tags()
     local_tags = store.tags()
-    report.tags = {name: n for name, n in remote_tags.items() if local_tags.get(name) != n}
-
+    report.tags = {name: n for name, n in remote_tags.items()
+                   if n in after and local_tags.get(name) != n
+                   and (n in new or (n in local and n not in mapping
+                                     and same_version(view.claims[n].version, local[n])))}
     now = time.time_ns()
+    events: list[RefEvent] = [RefEvent("tag", n, name, now) for name, n in report.tags.items()]
+    for name, n in local_tags.items():
+        if n in mapping and name not in remote_tags:
+            events.append(RefEvent("tag", mapping[n], name, now))
+        elif n in report.dropped and name not in report.tags:
+            events.append(RefEvent("untag", n, name, now))
+    events += [RefEvent("drop", n, "", now) for n in report.dropped]
     moved = {mapping[n]: replace(local[n], number=mapping[n], pulled_ns=now,
                                  parent=mapping.get(local[n].parent, local[n].parent))
              for n in mapping}
     arrived = {n: replace(view.claims[n].version, pulled_ns=now) for n in new}
     records = {n: schema.enc_msg(v.to_record()) for n, v in (moved | arrived).items()}
+
     def apply(txn: Any) -> None:
         dbs = store.index.dbs
         for old in mapping:
             txn.delete(schema.version_key(old), db=dbs["versions"])
         for n, raw in records.items():
-            txn.delete(schema.version_key(n), db=dbs["dropped"])
             txn.put(schema.version_key(n), raw, db=dbs["versions"])
-        for name, n in local_tags.items():
-            if n in mapping and name not in remote_tags:
-                txn.put(schema.tag_key(name), schema.tag_value(name, mapping[n]), db=dbs["tags"])
         for n in report.dropped:
             txn.delete(schema.version_key(n), db=dbs["versions"])
-            txn.put(schema.version_key(n), schema.enc_msg({"time": now}), db=dbs["dropped"])
-        for name, n in report.tags.items():
-            txn.put(schema.tag_key(name), schema.tag_value(name, n), db=dbs["tags"])
-        highest = max([*view.claims, *mapping.values(), *local, *dropped, 0])
+            txn.put(schema.version_key(n), schema.enc_msg(
+                {"time": now, "identity": local[n].identity}), db=dbs["dropped"])
+        for ev in events:
+            if ev.op == "tag":
+                txn.put(schema.tag_key(ev.name), schema.tag_value(ev.name, ev.version),
+                        db=dbs["tags"])
+            elif ev.op == "untag":
+                txn.delete(schema.tag_key(ev.name), db=dbs["tags"])
+        highest = max([*view.claims, *view.damaged, *mapping.values(), *local, *dropped, 0])
         raw = txn.get(schema.META_NEXT_VERSION, db=dbs["meta"])
         if raw is None or schema.dec_u32(raw) <= highest:
             txn.put(schema.META_NEXT_VERSION, schema.enc_u32(highest + 1), db=dbs["meta"])
@@ -184,8 +231,11 @@ def _record(store: Store, view: RemoteView, report: PullReport) -> None:
     def commit() -> None:
         writer = store.new_writer()
         try:
-            for raw in records.values():  # a copy in the packs proves each record (and
-                writer.put_meta(ObjType.VERSION, raw)  # lets a rebuild find it)
+            # copies in the packs prove each record and let a rebuild find records and events
+            for raw in records.values():
+                writer.put_meta(ObjType.VERSION, raw)
+            for ev in events:
+                writer.put_meta(ObjType.REFEVENT, schema.enc_msg(ev.to_record()))
             writer.commit_with(apply)
         except BaseException:
             writer.abort()
@@ -194,21 +244,39 @@ def _record(store: Store, view: RemoteView, report: PullReport) -> None:
     if not mapping:
         commit()
         return
-    with _head_locked(store) as head_db:
-        raw = head_db.meta("base") if head_db is not None else None
-        base = int(raw) if raw is not None else 0
-        follows = base in mapping
-        if follows:
-            assert head_db is not None
-            with head_db.txn():
-                head_db.set_meta("base_was", base)
-                head_db.set_meta("base", mapping[base])
-            head_db.sync()
+    with _head_locked(store) as head_db, \
+            flocked(store.root / "locks" / "mount.lock", exclusive=True, wait=False,
+                    busy_message=RENUMBER_MOUNTED):
+        _renumber(store, head_db, mapping, local, commit)
+
+
+def _renumber(store: Store, head_db: Any, mapping: dict[int, int], local: dict[int, Version],
+              commit: Any) -> None:
+    """Renumber with @head's base following it, in two phases (vfs.head.session reads
+    `base_was` and `base_identity` after a crash in between)."""
+    if head_db is None:
         commit()
-        if follows:
-            assert head_db is not None
+        return
+    finish_renumbering(store, head_db)  # a pull that stopped halfway before this one
+    raw = head_db.meta("base")
+    base = int(raw) if raw is not None else 0
+    follows = base in mapping
+    if follows:
+        with head_db.txn():
+            head_db.set_meta("base_was", base)
+            head_db.set_meta("base_identity", local[base].identity)
+            head_db.set_meta("base", mapping[base])
+        head_db.sync()
+    commit()
+    if follows:
+        with head_db.txn():
             head_db.set_meta("base_was", None)
-            head_db.sync()
+            head_db.set_meta("base_identity", None)
+        head_db.sync()
+
+
+RENUMBER_MOUNTED = ("this store's unpushed versions must be renumbered after the remote's, "
+                    "which cannot happen while it is mounted: `dsfs umount`, then `dsfs pull`")
 
 
 @contextlib.contextmanager
@@ -221,9 +289,7 @@ def _head_locked(store: Store) -> Any:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise HeadBusy("this store's unpushed versions must be renumbered after the "
-                           "remote's, which cannot happen while it is mounted: `dsfs umount`, "
-                           "then `dsfs pull`") from None
+            raise HeadBusy(RENUMBER_MOUNTED) from None
         db = open_head_db(store.root / "head") if (store.root / "head" / "head.db").exists() \
             else None
         try:
@@ -244,7 +310,7 @@ def _fetch_packs(store: Store, backend: Backend, view: RemoteView, numbers: list
             names.update(claim.packs)
     todo = sorted(n for n in names if not pack_path(store.packs_dir, n).exists())
     progress.start(f"pull: fetching {len(todo)} packs", sum(view.packs.get(n, 0) for n in todo),
-                   "bytes")
+                   "bytes/packs")
 
     def fetch(name: str) -> int:
         data = backend.get(layout.pack_key(name))

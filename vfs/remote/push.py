@@ -80,15 +80,37 @@ def packs_of(store: Store, version: Version) -> set[str]:
 
 def check_numbering(local: dict[int, Version], view: RemoteView) -> None:
     for n, v in sorted(local.items()):
+        if n in view.damaged:
+            raise CorruptData(f"the remote's record of v{n} is damaged ({view.damaged[n]}): "
+                              "see `dsfs verify --remote`; nothing was pushed")
         claim = view.claims.get(n)
         if claim is not None and not same_version(claim.version, v):
             raise conflict(n)
+
+
+def check_no_gap(local: dict[int, Version], view: RemoteView, chosen: list[int]) -> None:
+    """A pushed version's parent must be on the remote (or pushed with it): a number left
+    unclaimed below it could be taken by another store's version."""
+    if not chosen:
+        return
+    gaps = [n for n in local if n < chosen[-1] and n not in view.claims and n not in chosen]
+    if gaps:
+        names = " ".join(f"v{n}" for n in [*gaps, *chosen])
+        raise UserError(f"v{gaps[0]} is not on the remote yet and v{chosen[-1]} comes after it: "
+                        f"push them together (`dsfs push REMOTE {names}`) or push everything "
+                        "(`dsfs push`)")
 
 
 def push(store: Store, spec: RemoteSpec, targets: list[str] | None = None,
          progress: Progress | None = None) -> PushReport:
     """Push `targets` (version specs; default: every version the remote lacks) and tags."""
     progress = progress or NoProgress()
+    with store.writer_lock():  # no local gc deletes a pack this push is sending
+        return _push(store, spec, targets, progress)
+
+
+def _push(store: Store, spec: RemoteSpec, targets: list[str] | None,
+          progress: Progress) -> PushReport:
     backend = spec.open()
     report = PushReport(backend.url)
     try:
@@ -100,6 +122,7 @@ def push(store: Store, spec: RemoteSpec, targets: list[str] | None = None,
             chosen = sorted({store.resolve(t).number for t in targets})
         else:
             chosen = sorted(n for n in local if n not in view.claims)
+        check_no_gap(local, view, [n for n in chosen if n not in view.claims])
         report.already = [n for n in chosen if n in view.claims]
         todo = [local[n] for n in chosen if n not in view.claims]
         needs = {v.number: packs_of(store, v) for v in todo}
@@ -144,7 +167,7 @@ def _upload_packs(store: Store, backend: Backend, names: list[str], progress: Pr
         except FileNotFoundError:
             raise CorruptData(f"pack {name[:12]} is neither in this store nor on the remote: "
                               "run `dsfs verify`") from None
-    progress.start(f"push: uploading {len(names)} packs", sum(sizes.values()), "bytes")
+    progress.start(f"push: uploading {len(names)} packs", sum(sizes.values()), "bytes/packs")
 
     def upload(name: str) -> int:
         data = pack_path(store.packs_dir, name).read_bytes()
@@ -168,8 +191,14 @@ def _push_events(store: Store, backend: Backend, view: RemoteView) -> int:
     now = time.time_ns()
     events = [RefEvent("tag", n, name, now) for name, n in sorted(store.tags().items())
               if n in view.claims and remote_tags.get(name) != n]
-    events += [RefEvent("drop", n, "", now) for n in sorted(store.dropped_numbers())
-               if n in view.claims and n not in remote_dropped]
+    mine = store.config.store_id
+    for n, ident in sorted(store.dropped_identities().items()):
+        claim = view.claims.get(n)
+        if claim is None or n in remote_dropped:
+            continue
+        # only the version this store dropped: the remote's vN may be another store's
+        if ident == claim.version.identity or (ident is None and claim.store_id == mine):
+            events.append(RefEvent("drop", n, "", now))
     for ev in events:
         backend.put(layout.event_key(ev), layout.encode_event(ev))
     return len(events)

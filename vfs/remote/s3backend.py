@@ -11,8 +11,9 @@ dsfs never reads, stores or prints them. botocore's own retries are switched off
 call) so that this module alone decides what is retried and how often:
 
 - retried with exponential backoff and jitter: connection errors and timeouts, a response body
-  that is cut short (the whole GET is sent again), 500/502/503/504, SlowDown and throttling,
-  409 ConditionalRequestConflict. After `RetryPolicy.attempts` tries: RemoteUnavailable.
+  that is cut short (the whole GET is sent again), a whole object whose bytes do not match the
+  checksum S3 keeps for it, 500/502/503/504, SlowDown and throttling, 409
+  ConditionalRequestConflict. After `RetryPolicy.attempts` tries: RemoteUnavailable.
 - never retried: everything that says the configuration is wrong (unknown bucket, access
   denied, bad keys, expired token, no credentials) -> RemoteConfigError, and answers about the
   key itself (RemoteKeyMissing, RemoteKeyExists).
@@ -101,6 +102,8 @@ def _parse_url(url: str) -> tuple[str, str]:
     if parts.scheme != "s3" or parts.query or parts.fragment or "@" in parts.netloc:
         raise bad
     bucket, prefix = parts.netloc, parts.path.strip("/")
+    if not bucket:
+        raise bad
     if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
         raise RemoteConfigError(f"bad remote URL {url!r}: {bucket!r} is not a valid S3 bucket "
                                 "name (3-63 characters: a-z 0-9 . -)")
@@ -111,7 +114,6 @@ def _parse_url(url: str) -> tuple[str, str]:
 
 def _mtime_ns(when: datetime) -> int:
     return (when - _EPOCH) // _ONE_US * 1000
-
 
 
 def _client_error(exc: bex.ClientError) -> tuple[str, int]:
@@ -159,7 +161,8 @@ class S3Backend:
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=policy.connect_timeout,
             read_timeout=policy.read_timeout,
-            # S3 sends a checksum of the whole object, which a ranged GET cannot match
+            # a checksum is of the whole object, which a ranged GET cannot match: get() asks
+            # for the check (ChecksumMode) only when it reads a whole object
             response_checksum_validation="when_required",
         )
         try:
@@ -168,11 +171,13 @@ class S3Backend:
         except bex.ProfileNotFound:
             raise RemoteConfigError(f"remote {shown}: AWS profile {profile!r} is not in "
                                     "~/.aws/config: fix --profile or add the profile") from None
-        except ValueError as exc:  # botocore's word on a malformed endpoint URL
-            raise RemoteConfigError(f"remote {shown}: bad endpoint URL: {exc}") from None
-        except bex.BotoCoreError as exc:
+        except bex.BotoCoreError as exc:  # e.g. an invalid region name
             raise RemoteConfigError(f"remote {shown}: cannot set up the S3 client: "
                                     f"{type(exc).__name__}: check the AWS configuration") from None
+        except ValueError:  # botocore's word on a malformed endpoint URL (not echoed: it
+            # might carry a password)
+            raise RemoteConfigError(f"remote {shown}: bad endpoint URL: use "
+                                    "http(s)://HOST[:PORT]") from None
         return cls(client, bucket, prefix, policy)
 
     # --- keys ---------------------------------------------------------------------------------
@@ -218,8 +223,11 @@ class S3Backend:
             except bex.ReadTimeoutError:
                 last = _Transient(f"{self.endpoint} kept timing out after {attempt} tries: "
                                   "retry later", ambiguous=True)
-            except (bex.ConnectionError, bex.HTTPClientError, bex.IncompleteReadError,
-                    bex.FlexibleChecksumError):
+            except bex.FlexibleChecksumError:
+                last = _Transient(f"{self.endpoint} kept sending bytes that do not match the "
+                                  f"object's checksum after {attempt} tries: check the network "
+                                  "and any proxy in between", ambiguous=False)
+            except (bex.ConnectionError, bex.HTTPClientError, bex.IncompleteReadError):
                 last = _Transient(f"the connection to {self.endpoint} kept failing after "
                                   f"{attempt} tries: retry later", ambiguous=True)
             if attempt < self.retry.attempts:
@@ -301,6 +309,10 @@ class S3Backend:
             args["Range"] = f"bytes={start}-{start + length - 1}"
         elif start:
             args["Range"] = f"bytes={start}-"
+        else:
+            # the whole object: check it against the checksum S3 keeps (if it has one); a
+            # mismatch is retried like a cut body
+            args["ChecksumMode"] = "ENABLED"
 
         def fetch(_: _Transient | None) -> bytes:
             try:

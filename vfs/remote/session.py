@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from vfs.errors import UserError
+from vfs.errors import CorruptData, UserError
 from vfs.model import RefEvent
 from vfs.remote import layout
 from vfs.remote.backend import Backend, RemoteKeyExists, RemoteKeyMissing
@@ -51,10 +51,12 @@ class RemoteView:
     """Pack name -> size, for every pack on the remote."""
     events: list[RefEvent] = field(default_factory=list)
     event_keys: set[str] = field(default_factory=set)
+    damaged: dict[int, str] = field(default_factory=dict)
+    """Claims that failed their checks: number -> problem (the number is taken all the same)."""
 
     @property
     def highest(self) -> int:
-        return max(self.claims, default=0)
+        return max([*self.claims, *self.damaged], default=0)
 
     def tags(self) -> dict[str, int]:
         """The tags the remote's events leave, replayed in time order (as a rebuild does)."""
@@ -64,10 +66,10 @@ class RemoteView:
                 tags[ev.name] = ev.version
             elif ev.op == "untag" and tags.get(ev.name) == ev.version:
                 del tags[ev.name]
-        return {n: v for n, v in tags.items() if v not in self.dropped()}
+        return {n: v for n, v in tags.items() if v in self.claims and v not in self.dropped()}
 
     def dropped(self) -> set[int]:
-        return {ev.version for ev in self.events if ev.op == "drop"}
+        return {ev.version for ev in self.events if ev.op == "drop" and ev.version in self.claims}
 
 
 def read_config(backend: Backend) -> RemoteConfig | None:
@@ -101,6 +103,18 @@ def read_remote(backend: Backend, known_claims: dict[int, Claim] | None = None,
         raise UserError(f"{backend.url} is not a dsfs remote (it has no {layout.REMOTE_CONFIG}):"
                         " check the URL, or `dsfs push` a store to it first")
     view = RemoteView(backend, config)
+    # events first: a push writes a version's claim before any event naming it, so every
+    # event read here names a claim the listing below sees
+    event_keys = [o.key for o in backend.list(layout.EVENTS)]
+
+    def fetch_event(key: str) -> RefEvent | None:
+        try:
+            return layout.decode_event(backend.get(key), f"remote record {backend.url}/{key}")
+        except CorruptData:
+            return None  # verify --remote names it; a damaged event changes nothing
+
+    view.events = [e for e in parallel(event_keys, fetch_event) if e is not None]
+    view.event_keys = set(event_keys)
     keys: dict[int, str] = {}
     for obj in backend.list(layout.VERSIONS):
         n = layout.version_number(obj.key)
@@ -109,17 +123,21 @@ def read_remote(backend: Backend, known_claims: dict[int, Claim] | None = None,
     known = known_claims or {}
     view.claims = {n: c for n, c in known.items() if n in keys}
 
-    def fetch_claim(n: int) -> tuple[int, Claim]:
+    def fetch_claim(n: int) -> tuple[int, Claim | str]:
         key = keys[n]
-        return n, Claim.decode(backend.get(key), f"remote record {backend.url}/{key}")
+        what = f"remote record {backend.url}/{key}"
+        try:
+            claim = Claim.decode(backend.get(key), what)
+        except CorruptData as exc:
+            return n, str(exc)
+        if claim.version.number != n:
+            return n, f"{what} holds the record of v{claim.version.number}"
+        return n, claim
 
-    view.claims.update(parallel([n for n in keys if n not in view.claims], fetch_claim))
+    for n, got in parallel([n for n in keys if n not in view.claims], fetch_claim):
+        if isinstance(got, str):
+            view.damaged[n] = got
+        else:
+            view.claims[n] = got
     view.packs = {layout.pack_name(o.key): o.size for o in backend.list(layout.PACKS)}
-    event_keys = [o.key for o in backend.list(layout.EVENTS)]
-
-    def fetch_event(key: str) -> RefEvent:
-        return layout.decode_event(backend.get(key), f"remote record {backend.url}/{key}")
-
-    view.events = parallel(event_keys, fetch_event)
-    view.event_keys = set(event_keys)
     return view

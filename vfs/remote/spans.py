@@ -32,6 +32,11 @@ class Spans:
         i = bisect.bisect_right(self.starts, start) - 1
         return i >= 0 and self.ends[i] >= end
 
+    def covered_to(self, pos: int) -> int:
+        """Where the range holding `pos` ends (`pos` itself if none holds it)."""
+        i = bisect.bisect_right(self.starts, pos) - 1
+        return self.ends[i] if i >= 0 and self.ends[i] > pos else pos
+
     def overlaps(self, start: int, end: int) -> bool:
         """Whether any byte of [start, end) is in the set."""
         i = bisect.bisect_left(self.ends, start + 1)
@@ -43,6 +48,11 @@ class Spans:
         if i == len(self.starts):
             return None
         return max(pos, self.starts[i])
+
+    def end_before(self, pos: int) -> int:
+        """The end of the last range starting before `pos`, at most `pos` (0: none)."""
+        i = bisect.bisect_left(self.starts, pos) - 1
+        return 0 if i < 0 else min(pos, self.ends[i])
 
     def add(self, start: int, end: int) -> None:
         if end <= start:
