@@ -367,8 +367,6 @@ def serve(opts: MountOptions, ready_fd: int | None = None) -> None:
     mounted_lock = flocked(opts.store / "locks" / "mount.lock", exclusive=False, wait=True,
                            busy_message="")
     mounted_lock.__enter__()
-    if store.remote is not None:  # a clone: overlap opening its remote with the mount
-        threading.Thread(target=_warm_up_remote, args=(store,), daemon=True).start()
     view = VersionsView(store)
     serve_xattrs = opts.xattrs == "on" or (opts.xattrs == "auto" and view.has_xattrs())
     mount = Mounted(opts.mountpoint, Operations(view, serve_xattrs=serve_xattrs))
@@ -431,17 +429,6 @@ async def _mount_head(mount: Mounted, allow_other: bool) -> None:
         mount.ops.head_mounted.set()
     mount.head_conn = Session(fd, mount.head_ops, Config(
         writeback_cache=mount.head_writeback, posix_acl=mount.ops.serve_xattrs), "@head")
-
-
-def _warm_up_remote(store: Store) -> None:
-    """Open a clone's remote (import the S3 client, build it) in a thread while the mount
-    starts, so the first read pays only its GET (~0.2 s less). A failure here is only logged:
-    the first read opens it again and answers EIO if it still fails."""
-    assert store.remote is not None
-    try:
-        store.remote.backend()
-    except Exception as exc:
-        log.warning("could not open the remote yet (%s); reads will retry", exc)
 
 
 async def _main(store: Store, mount: Mounted, view: VersionsView, ready_fd: int | None,
