@@ -81,6 +81,8 @@ def push_section(ctx: Any, med: dict[str, Json]) -> tuple[str, list[str]]:
                 num(m.get("server_rss_mib")),
             ]
         )
+    if not rows:
+        return "", []
     header = [
         "tool",
         "push s v1 / v2",
@@ -140,6 +142,8 @@ def clone_section(ctx: Any, med: dict[str, Json]) -> tuple[str, list[str]]:
                 f"clone of a {num(ctx.many.files if ctx.many else None)}-file version under 5 s "
                 f"at {lat:g} ms: {'met' if ok else 'NOT met'} ({fs(m['seconds'])} s)"
             )
+    if not rows:
+        return "", verdicts
     files = ctx.many.files if ctx.many else ctx.args.files
     text = table(["added latency ms", f"`dsfs clone` of {files:,} files, s"], rows)
     return text, verdicts
@@ -191,6 +195,8 @@ def read_section(ctx: Any, med: dict[str, Json]) -> tuple[str, list[str]]:
                         f"{'met' if x and x > 1 else 'NOT met'} (dsfs {fs(m.get('tar_seconds'))}"
                         f" s, rclone {fs(rc.get('tar_seconds'))} s)"
                     )
+    if not rows:
+        return "", verdicts
     header = [
         "added latency ms",
         "tool",
