@@ -86,8 +86,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     with open_store(args) as store:
         spec = Remotes(store.root).get(args.remote)
-        data = None if args.data is None else args.data
-        report = pull(store, spec, data, make_progress(args.quiet))
+        report = pull(store, spec, args.data, make_progress(args.quiet))
     if args.json:
         emit_json(report.to_dict())
         return 0

@@ -332,3 +332,19 @@ class RefEvent:
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> RefEvent:
         return cls(str(d["op"]), int(d["version"]), str(d["name"]), int(d["time_ns"]))
+
+
+def replay_events(events: list[RefEvent]) -> tuple[dict[str, int], dict[int, int]]:
+    """The tags (name -> version) and drops (version -> time) a log of ref events leaves,
+    replayed in time order (a drop before a tag of the same instant)."""
+    tags: dict[str, int] = {}
+    dropped: dict[int, int] = {}
+    for ev in sorted(events, key=lambda e: (e.time_ns, e.op != "drop")):
+        if ev.op == "tag":
+            tags[ev.name] = ev.version
+        elif ev.op == "untag":
+            if tags.get(ev.name) == ev.version:
+                del tags[ev.name]
+        elif ev.op == "drop":
+            dropped[ev.version] = ev.time_ns
+    return tags, dropped

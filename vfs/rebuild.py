@@ -22,7 +22,7 @@ from vfs.errors import CorruptData
 from vfs.ids import ObjType, PackName
 from vfs.index import Index
 from vfs.locks import flocked
-from vfs.model import RefEvent, Version
+from vfs.model import RefEvent, Version, replay_events
 from vfs.objects import register_pack
 from vfs.pack import REC_HEADER, SealedPack, check_record, scan_pack
 from vfs.progress import NoProgress, Progress
@@ -113,16 +113,7 @@ def rebuild_index(root: Path, progress: Progress | None = None) -> RebuildReport
 def _replay(index: Index, versions: dict[int, tuple[tuple[int, int], bytes]],
             events: list[RefEvent], report: RebuildReport) -> None:
     dbs = index.dbs
-    tags: dict[str, int] = {}
-    dropped: dict[int, int] = {}
-    for ev in sorted(events, key=lambda e: (e.time_ns, e.op != "drop")):
-        if ev.op == "tag":
-            tags[ev.name] = ev.version
-        elif ev.op == "untag":
-            if tags.get(ev.name) == ev.version:
-                del tags[ev.name]
-        elif ev.op == "drop":
-            dropped[ev.version] = ev.time_ns
+    tags, dropped = replay_events(events)
     highest = max([*versions, *dropped, 0])
     with index.write() as txn:
         for n, (_, raw) in versions.items():

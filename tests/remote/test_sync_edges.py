@@ -5,6 +5,7 @@ Real stores, a real file:// remote."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,12 @@ def remote_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def origin(tmp_path: Path, remote_url: str) -> Store:
+def origin(tmp_path: Path, remote_url: str) -> Iterator[Store]:
     store = _store(tmp_path, "a", remote_url)
-    yield store  # type: ignore[misc]
-    store.close()
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def test_a_drop_of_an_unpushed_version_never_drops_another_stores(

@@ -16,7 +16,7 @@ from vfs.reach import walk_versions
 from vfs.remote import layout
 from vfs.remote.objects import RemoteObjects
 from vfs.remote.packcheck import check_pack_bytes
-from vfs.remote.session import RemoteView, parallel, read_remote
+from vfs.remote.session import RemoteView, parallel
 
 
 @dataclass
@@ -102,4 +102,4 @@ def _read_every_pack(view: RemoteView, objects: RemoteObjects, progress: Progres
     progress.finish()
 
 
-__all__ = ["RemoteCheck", "live_claims", "read_remote", "verify_remote"]
+__all__ = ["RemoteCheck", "live_claims", "verify_remote"]

@@ -76,7 +76,8 @@ def gc_remote(view: RemoteView, grace_s: float = DEFAULT_GRACE_S, dry_run: bool 
     grace_ns = int(grace_s * 1e9)
     times = {layout.pack_name(o.key): o.mtime_ns for o in backend.list(layout.PACKS)}
     marks = {o.key[len(layout.TRASH):]: o.mtime_ns for o in backend.list(layout.TRASH)}
-    for name, size in sorted(view.packs.items()):
+    due: list[str] = []
+    for name in sorted(view.packs):
         if name in live:
             continue
         if now - times.get(name, now) < grace_ns:
@@ -88,19 +89,18 @@ def gc_remote(view: RemoteView, grace_s: float = DEFAULT_GRACE_S, dry_run: bool 
         elif now - marks[name] < grace_ns:
             report.waiting += 1
         else:
-            report.deleted.append(name)
-            report.bytes_freed += size
-    if report.deleted and not dry_run:
+            due.append(name)
+    if due and not dry_run:
         # a push may have claimed a version needing one of them since the walk: look again
         fresh = read_remote(backend, known_claims=view.claims)
         live.update(p for n in live_claims(fresh) for p in fresh.claims[n].packs)
-        for name in list(report.deleted):
-            if name in live or backend.stat(layout.trash_key(name)) is None:
-                report.deleted.remove(name)  # needed again, or a push took its mark away
-                report.bytes_freed -= view.packs[name]
-                continue
+        # skipped: needed again, or a push took its mark away
+        due = [n for n in due if n not in live and backend.stat(layout.trash_key(n)) is not None]
+        for name in due:
             backend.delete(layout.pack_key(name))
             backend.delete(layout.trash_key(name))
+    report.deleted = due
+    report.bytes_freed = sum(view.packs[n] for n in due)
     if not dry_run:
         for name in marks:  # marks of packs needed again, or already gone
             if name in live or name not in view.packs:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from vfs.errors import CorruptData, UserError
-from vfs.model import RefEvent
+from vfs.model import RefEvent, replay_events
 from vfs.remote import layout
 from vfs.remote.backend import Backend, RemoteKeyExists, RemoteKeyMissing
 from vfs.remote.layout import Claim, RemoteConfig
@@ -59,14 +59,10 @@ class RemoteView:
         return max([*self.claims, *self.damaged], default=0)
 
     def tags(self) -> dict[str, int]:
-        """The tags the remote's events leave, replayed in time order (as a rebuild does)."""
-        tags: dict[str, int] = {}
-        for ev in sorted(self.events, key=lambda e: e.time_ns):
-            if ev.op == "tag":
-                tags[ev.name] = ev.version
-            elif ev.op == "untag" and tags.get(ev.name) == ev.version:
-                del tags[ev.name]
-        return {n: v for n, v in tags.items() if v in self.claims and v not in self.dropped()}
+        """The tags the remote's events leave, replayed as a rebuild does, on live versions."""
+        tags, _ = replay_events(self.events)
+        dropped = self.dropped()
+        return {n: v for n, v in tags.items() if v in self.claims and v not in dropped}
 
     def dropped(self) -> set[int]:
         return {ev.version for ev in self.events if ev.op == "drop" and ev.version in self.claims}
